@@ -1,0 +1,198 @@
+//! The [`Agent`] trait every agent implements (native Rust types and the wasm host's component
+//! adapter alike), the per-message [`MessageContext`], and the factory-side [`AgentContext`].
+
+use std::any::Any;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BoxError, Error};
+use crate::id::{AgentId, DEFAULT_TOPIC_TYPE, MessageId, TopicId};
+use crate::message::Message;
+use crate::runtime::{AgentRuntime, Inner, PublishOptions, SendOptions};
+
+/// An agent: handles one message at a time.
+///
+/// The runtime owns each instance and never calls it concurrently: `on_message`, `save_state`,
+/// `load_state` and `close` take `&mut self` and run one after another, in arrival order.
+#[async_trait]
+pub trait Agent: Any + Send {
+    /// Handles one message. For a send (`ctx.is_rpc`) the returned message is the response; for a
+    /// publish it is ignored. Return [`Error::CantHandle`] for a message type you do not handle.
+    async fn on_message(
+        &mut self,
+        message: Message,
+        ctx: &MessageContext,
+    ) -> Result<Message, Error>;
+
+    /// The description reported by `agent_metadata`.
+    fn description(&self) -> String {
+        String::new()
+    }
+
+    /// The agent's state as a JSON value (AutoGen: a mapping). The default is `{}`.
+    async fn save_state(&mut self) -> Result<Value, BoxError> {
+        Ok(Value::Object(Default::default()))
+    }
+
+    /// Restores state produced by [`Agent::save_state`]. The default ignores it.
+    async fn load_state(&mut self, _state: Value) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called once by `AgentRuntime::close`.
+    async fn close(&mut self) {}
+
+    /// The value `try_get_underlying_agent_instance` downcasts. Wrappers (like the routed-agent
+    /// adapter) return the wrapped value; the default `None` means "this agent itself".
+    fn underlying(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
+
+    /// The Rust type name of [`Agent::underlying`], for error messages.
+    fn underlying_type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// What a factory learns about the agent it builds (AutoGen's `AgentInstantiationContext`).
+#[derive(Clone, Debug)]
+pub struct AgentContext {
+    pub(crate) id: AgentId,
+    pub(crate) runtime: Weak<Inner>,
+}
+
+impl AgentContext {
+    /// The id of the agent being constructed.
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// The runtime the agent lives in. `None` once the runtime has been dropped.
+    ///
+    /// Agents should keep the [`AgentContext`], not an [`AgentRuntime`]: the context holds a weak
+    /// reference, so an agent never keeps its own runtime alive.
+    pub fn runtime(&self) -> Option<AgentRuntime> {
+        self.runtime.upgrade().map(AgentRuntime::from_inner)
+    }
+}
+
+/// Everything a handler knows about the message it is handling (AutoGen's `MessageContext`),
+/// plus helpers to send and publish as this agent.
+#[derive(Clone)]
+pub struct MessageContext {
+    /// The sending agent, `None` for external callers.
+    pub sender: Option<AgentId>,
+    /// The topic, for published messages.
+    pub topic_id: Option<TopicId>,
+    /// True for a send (RPC), false for a publish.
+    pub is_rpc: bool,
+    /// The caller's cancellation token (shared by every recipient of one publish).
+    pub cancellation_token: CancellationToken,
+    /// The message id (shared by every recipient of one publish).
+    pub message_id: MessageId,
+    pub(crate) recipient: AgentId,
+    pub(crate) runtime: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MessageContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageContext")
+            .field("recipient", &self.recipient)
+            .field("sender", &self.sender)
+            .field("topic_id", &self.topic_id)
+            .field("is_rpc", &self.is_rpc)
+            .field("message_id", &self.message_id)
+            .finish()
+    }
+}
+
+impl MessageContext {
+    /// The agent handling this message.
+    pub fn agent_id(&self) -> &AgentId {
+        &self.recipient
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> AgentRuntime {
+        AgentRuntime::from_inner(self.runtime.clone())
+    }
+
+    /// AutoGen's `DefaultTopicId()` inside a handler: topic type `default`, source = this agent's key.
+    pub fn default_topic(&self) -> TopicId {
+        TopicId::new(DEFAULT_TOPIC_TYPE, self.recipient.key())
+            .expect("the default topic type is valid")
+    }
+
+    /// Sends `message` to `recipient` as this agent and awaits the response.
+    pub async fn send_message(
+        &self,
+        message: Message,
+        recipient: AgentId,
+    ) -> Result<Message, Error> {
+        self.runtime()
+            .send_message(
+                message,
+                recipient,
+                SendOptions {
+                    sender: Some(self.recipient.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    /// Typed [`MessageContext::send_message`]: sends a serde value and decodes an `R`.
+    pub async fn send<R>(
+        &self,
+        message: impl Serialize + Send + Sync + 'static,
+        recipient: &AgentId,
+    ) -> Result<R, Error>
+    where
+        R: DeserializeOwned + Any + Send + Sync,
+    {
+        self.send_message(Message::new(message), recipient.clone())
+            .await?
+            .decode()
+    }
+
+    /// Publishes `message` to `topic` as this agent.
+    pub async fn publish_message(&self, message: Message, topic: TopicId) -> Result<(), Error> {
+        self.runtime()
+            .publish_message(
+                message,
+                topic,
+                PublishOptions {
+                    sender: Some(self.recipient.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+    }
+
+    /// Typed [`MessageContext::publish_message`].
+    pub async fn publish(
+        &self,
+        message: impl Serialize + Send + Sync + 'static,
+        topic: &TopicId,
+    ) -> Result<(), Error> {
+        self.publish_message(Message::new(message), topic.clone())
+            .await
+    }
+}
+
+/// What `agent_metadata` returns (AutoGen's `AgentMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentMetadata {
+    /// The agent type.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// The agent key.
+    pub key: String,
+    /// The agent's description.
+    pub description: String,
+}

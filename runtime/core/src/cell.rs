@@ -1,0 +1,203 @@
+//! One live agent instance and its mailbox: the [`Cell`].
+//!
+//! A cell holds the agent (once constructed) and a FIFO of jobs. At most one job runs at a time:
+//! whoever finds the cell idle **claims** it (takes the agent out and sets `running`), runs the job,
+//! then **releases** it (puts the agent back, or hands it to a drainer task if jobs arrived
+//! meanwhile). Invariant: a non-empty queue implies `running`, so every queued job has an owner
+//! that will run it.
+//!
+//! A send to an idle agent is run **inline**, on the caller's task: no task spawn and no channel
+//! hop, which is most of the cost of an RPC. A publish never runs inline (the publisher does not
+//! wait); it queues and spawns a drainer if the cell was idle.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::agent::{Agent, MessageContext};
+use crate::error::Error;
+use crate::id::AgentId;
+use crate::message::Message;
+use crate::runtime::TypeEntry;
+
+/// The agent slot a job runs against: `None` until the factory has built the agent.
+pub(crate) type Slot = Option<Box<dyn Agent>>;
+
+/// A control operation (save, load, close, metadata, typed access) run with exclusive access.
+pub(crate) type ControlFn = Box<dyn for<'a> FnOnce(&'a mut Slot) -> BoxFuture<'a, ()> + Send>;
+
+pub(crate) enum Job {
+    /// A message for the agent's handler.
+    Deliver(Delivery),
+    /// A control operation.
+    Control(ControlFn),
+}
+
+pub(crate) struct Delivery {
+    pub(crate) message: Message,
+    pub(crate) ctx: MessageContext,
+    /// The caller waiting for the response; `None` for a publish.
+    pub(crate) reply: Option<oneshot::Sender<Result<Message, Error>>>,
+}
+
+pub(crate) struct Cell {
+    pub(crate) id: AgentId,
+    /// Creation order, for `save_state` (AutoGen saves in creation order).
+    pub(crate) seq: u64,
+    /// How to build the agent; `None` for a registered instance.
+    pub(crate) entry: Arc<TypeEntry>,
+    pub(crate) state: Mutex<CellState>,
+}
+
+pub(crate) struct CellState {
+    pub(crate) agent: Slot,
+    /// True once the agent has been constructed (and stays true).
+    pub(crate) instantiated: bool,
+    /// The description captured at construction, for `agent_metadata`.
+    pub(crate) description: String,
+    /// A job is running; the agent is out of the slot.
+    pub(crate) running: bool,
+    pub(crate) queue: VecDeque<Job>,
+}
+
+impl Cell {
+    pub(crate) fn new(id: AgentId, seq: u64, entry: Arc<TypeEntry>, agent: Slot) -> Self {
+        let instantiated = agent.is_some();
+        let description = agent.as_ref().map(|a| a.description()).unwrap_or_default();
+        Self {
+            id,
+            seq,
+            entry,
+            state: Mutex::new(CellState {
+                agent,
+                instantiated,
+                description,
+                running: false,
+                queue: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn is_instantiated(&self) -> bool {
+        self.state.lock().instantiated
+    }
+}
+
+/// Outcome of offering a job to a cell.
+pub(crate) enum Claim {
+    /// The cell was idle: the caller owns it now and must run the job, then release.
+    Owned(Slot),
+    /// The job was queued behind a running one.
+    Queued,
+    /// The job was queued and the cell was idle: the caller must start a drainer.
+    QueuedIdle(Slot),
+}
+
+impl Cell {
+    /// Claims the cell if it is idle and `inline` is allowed, otherwise queues `job()`.
+    pub(crate) fn offer(&self, inline: bool, job: impl FnOnce() -> Job) -> Claim {
+        let mut st = self.state.lock();
+        if !st.running {
+            debug_assert!(
+                st.queue.is_empty(),
+                "queued jobs always have a running owner"
+            );
+            st.running = true;
+            let slot = st.agent.take();
+            if inline {
+                return Claim::Owned(slot);
+            }
+            st.queue.push_back(job());
+            return Claim::QueuedIdle(slot);
+        }
+        st.queue.push_back(job());
+        Claim::Queued
+    }
+
+    /// Gives the slot back. Returns it again if jobs are waiting: the caller must drain them.
+    pub(crate) fn release(&self, slot: Slot) -> Option<Slot> {
+        let mut st = self.state.lock();
+        if st.queue.is_empty() {
+            st.agent = slot;
+            st.running = false;
+            None
+        } else {
+            Some(slot)
+        }
+    }
+
+    /// The next job, or releases the cell and returns `None` when the queue is empty.
+    pub(crate) fn next_job(&self, slot: &mut Slot) -> Option<Job> {
+        let mut st = self.state.lock();
+        match st.queue.pop_front() {
+            Some(j) => Some(j),
+            None => {
+                st.agent = slot.take();
+                st.running = false;
+                None
+            }
+        }
+    }
+
+    /// Removes the queued deliveries (not control jobs), for `stop()`.
+    pub(crate) fn take_queued_deliveries(&self) -> Vec<Delivery> {
+        let mut st = self.state.lock();
+        let mut kept = VecDeque::new();
+        let mut out = Vec::new();
+        for job in st.queue.drain(..) {
+            match job {
+                Job::Deliver(d) => out.push(d),
+                c @ Job::Control(_) => kept.push_back(c),
+            }
+        }
+        st.queue = kept;
+        out
+    }
+}
+
+/// A boxed future that, if dropped before it completes, is moved onto the tokio runtime and
+/// finishes there. A caller that stops waiting (cancellation, a timeout of its own) therefore never
+/// cuts a handler off half-way, and the cell it had claimed is always released.
+pub(crate) struct Detach<T: Send + 'static> {
+    fut: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
+}
+
+impl<T: Send + 'static> Detach<T> {
+    pub(crate) fn new(fut: impl Future<Output = T> + Send + 'static) -> Self {
+        Self {
+            fut: Some(Box::pin(fut)),
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detach<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let fut = self.fut.as_mut().expect("Detach polled after completion");
+        match fut.as_mut().poll(cx) {
+            Poll::Ready(v) => {
+                self.fut = None;
+                Poll::Ready(v)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Detach<T> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let _ = fut.await;
+            });
+        }
+    }
+}

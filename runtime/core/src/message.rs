@@ -1,0 +1,551 @@
+//! Messages in flight: [`Message`], the wire form [`Payload`], and the serializer registry.
+//!
+//! A message is either a **native** Rust value or a serialized **payload** (type name, content type,
+//! bytes: the shape of AutoGen's wire payload and of Warren's WIT `payload` record). Native agents
+//! talking to native agents never serialize: the value is shared behind an `Arc`, the way AutoGen
+//! passes object references. A message crosses into bytes only when its consumer needs bytes (a
+//! wasm agent, a typed caller of a wasm agent, a state file), and is decoded lazily by the consumer,
+//! which knows the Rust type it wants.
+//!
+//! Type names follow AutoGen: the bare type name without its module path (`WorkRequest`), so a
+//! Rust struct, a guest struct and a Python dataclass of the same name interoperate.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{BoxError, Error};
+
+/// The default content type, as in AutoGen.
+pub const JSON: &str = "application/json";
+
+/// A serialized message: AutoGen's wire payload.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// The message type name (`WorkRequest`).
+    pub type_name: String,
+    /// The encoding (`application/json`).
+    pub content_type: String,
+    /// The encoded bytes.
+    pub data: Vec<u8>,
+}
+
+impl Payload {
+    /// A JSON payload.
+    pub fn json(type_name: impl Into<String>, data: Vec<u8>) -> Self {
+        Self {
+            type_name: type_name.into(),
+            content_type: JSON.to_owned(),
+            data,
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Payload");
+        d.field("type_name", &self.type_name)
+            .field("content_type", &self.content_type);
+        match std::str::from_utf8(&self.data) {
+            Ok(s) if s.len() <= 256 => d.field("data", &s),
+            _ => d.field("data_len", &self.data.len()),
+        };
+        d.finish()
+    }
+}
+
+type EncodeFn = fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, serde_json::Error>;
+
+/// A message: a native value or a payload. Cloning is cheap (reference counted).
+#[derive(Clone)]
+pub struct Message {
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// No value (a handler that returns nothing, AutoGen's `None`).
+    Empty,
+    Native {
+        value: Arc<dyn Any + Send + Sync>,
+        rust_name: &'static str,
+        encode: Option<EncodeFn>,
+    },
+    Payload(Arc<Payload>),
+}
+
+fn encode_json<T: Serialize + 'static>(
+    v: &(dyn Any + Send + Sync),
+) -> Result<Vec<u8>, serde_json::Error> {
+    let v = v
+        .downcast_ref::<T>()
+        .expect("encoder is stored next to a value of its own type");
+    serde_json::to_vec(v)
+}
+
+/// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
+/// `Vec<my::Item>` becomes `Vec<Item>`.
+pub fn bare_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    for (i, c) in full.char_indices() {
+        match c {
+            ':' => segment_start = i + 1,
+            '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | ';' | '&' => {
+                out.push_str(&full[segment_start..i]);
+                out.push(c);
+                segment_start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&full[segment_start..]);
+    out
+}
+
+/// The message type name Warren uses for `T` (see [`bare_type_name`]).
+pub fn type_name_of<T: ?Sized>() -> String {
+    bare_type_name(std::any::type_name::<T>())
+}
+
+impl Message {
+    /// A native message that can also be encoded as JSON when a consumer needs bytes.
+    pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
+        Self {
+            repr: Repr::Native {
+                value: Arc::new(value),
+                rust_name: std::any::type_name::<T>(),
+                encode: Some(encode_json::<T>),
+            },
+        }
+    }
+
+    /// A native message with no built-in encoding. It can reach native agents; a consumer that needs
+    /// bytes must find a serializer registered for its type.
+    pub fn opaque<T: Any + Send + Sync>(value: T) -> Self {
+        Self {
+            repr: Repr::Native {
+                value: Arc::new(value),
+                rust_name: std::any::type_name::<T>(),
+                encode: None,
+            },
+        }
+    }
+
+    /// A message carried as bytes.
+    pub fn from_payload(payload: Payload) -> Self {
+        Self {
+            repr: Repr::Payload(Arc::new(payload)),
+        }
+    }
+
+    /// No value: what an event handler or a handler returning nothing produces.
+    pub fn empty() -> Self {
+        Self { repr: Repr::Empty }
+    }
+
+    /// True for [`Message::empty`].
+    pub fn is_empty(&self) -> bool {
+        matches!(self.repr, Repr::Empty)
+    }
+
+    /// The message type name: the bare Rust type name, or the payload's type name.
+    pub fn type_name(&self) -> String {
+        match &self.repr {
+            Repr::Empty => "()".to_owned(),
+            Repr::Native { rust_name, .. } => bare_type_name(rust_name),
+            Repr::Payload(p) => p.type_name.clone(),
+        }
+    }
+
+    /// Whether the type name equals `name`, without allocating for native messages when possible.
+    pub fn has_type_name(&self, name: &str) -> bool {
+        match &self.repr {
+            Repr::Empty => name == "()",
+            Repr::Native { rust_name, .. } => {
+                rust_name.ends_with(name)
+                    && (rust_name.len() == name.len()
+                        || rust_name[..rust_name.len() - name.len()].ends_with("::"))
+            }
+            Repr::Payload(p) => p.type_name == name,
+        }
+    }
+
+    /// The native value's `TypeId`, if this is a native message.
+    pub fn native_type_id(&self) -> Option<TypeId> {
+        match &self.repr {
+            Repr::Native { value, .. } => Some((**value).type_id()),
+            _ => None,
+        }
+    }
+
+    /// The payload, if this message is carried as bytes.
+    pub fn payload(&self) -> Option<&Payload> {
+        match &self.repr {
+            Repr::Payload(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A reference to the native value, if this is a native `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        match &self.repr {
+            Repr::Native { value, .. } => value.downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// The native value as `&dyn Any`, if this is a native message.
+    pub fn as_any(&self) -> Option<&(dyn Any + Send + Sync)> {
+        match &self.repr {
+            Repr::Native { value, .. } => Some(&**value),
+            _ => None,
+        }
+    }
+
+    /// Decodes a `T`: a native `T` is taken (or cloned through JSON if it is shared), a JSON payload
+    /// whose type name matches is deserialized. Anything else is a typed error.
+    pub fn decode<T: DeserializeOwned + Any + Send + Sync>(self) -> Result<T, Error> {
+        let expected = type_name_of::<T>();
+        match self.repr {
+            Repr::Native {
+                value,
+                rust_name,
+                encode,
+            } => match value.downcast::<T>() {
+                Ok(arc) => match Arc::try_unwrap(arc) {
+                    Ok(v) => Ok(v),
+                    Err(shared) => {
+                        // Shared with other recipients: copy through the type's own encoding.
+                        let enc = encode.ok_or_else(|| Error::UnexpectedResponse {
+                            expected: expected.clone(),
+                            actual: format!(
+                                "{} (shared and not serializable)",
+                                bare_type_name(rust_name)
+                            ),
+                        })?;
+                        let bytes = enc(&*shared).map_err(|e| codec(&expected, e))?;
+                        serde_json::from_slice(&bytes).map_err(|e| codec(&expected, e))
+                    }
+                },
+                Err(_) => Err(Error::UnexpectedResponse {
+                    expected,
+                    actual: bare_type_name(rust_name),
+                }),
+            },
+            Repr::Payload(p) => {
+                if p.type_name != expected {
+                    return Err(Error::UnexpectedResponse {
+                        expected,
+                        actual: p.type_name.clone(),
+                    });
+                }
+                decode_payload::<T>(&p)
+            }
+            Repr::Empty => Err(Error::UnexpectedResponse {
+                expected,
+                actual: "()".to_owned(),
+            }),
+        }
+    }
+
+    /// The message as a JSON payload: payloads are returned as they are, native values use their
+    /// built-in JSON encoding or a serializer from `registry`.
+    pub fn to_payload(&self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
+        match &self.repr {
+            Repr::Payload(p) => Ok((**p).clone()),
+            Repr::Empty => Ok(Payload::json("()", b"null".to_vec())),
+            Repr::Native {
+                value,
+                rust_name,
+                encode,
+            } => {
+                let type_name = bare_type_name(rust_name);
+                if let Some(reg) = registry
+                    && let Some(s) = reg.by_rust_type(&**value)
+                {
+                    let data = s
+                        .serialize(&**value)
+                        .map_err(|e| codec_ct(&type_name, s.content_type(), e))?;
+                    return Ok(Payload {
+                        type_name: s.type_name().to_owned(),
+                        content_type: s.content_type().to_owned(),
+                        data,
+                    });
+                }
+                match encode {
+                    Some(enc) => Ok(Payload::json(
+                        type_name.clone(),
+                        enc(&**value).map_err(|e| codec(&type_name, e))?,
+                    )),
+                    None => Err(Error::UnknownSerializer {
+                        type_name,
+                        content_type: JSON.to_owned(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Deserializes a JSON payload into `T`.
+pub fn decode_payload<T: DeserializeOwned>(p: &Payload) -> Result<T, Error> {
+    if p.content_type != JSON {
+        return Err(Error::UnknownSerializer {
+            type_name: p.type_name.clone(),
+            content_type: p.content_type.clone(),
+        });
+    }
+    serde_json::from_slice(&p.data).map_err(|e| codec(&p.type_name, e))
+}
+
+fn codec(type_name: &str, e: impl Into<BoxError>) -> Error {
+    codec_ct(type_name, JSON, e)
+}
+
+fn codec_ct(type_name: &str, content_type: &str, e: impl Into<BoxError>) -> Error {
+    Error::Codec {
+        type_name: type_name.to_owned(),
+        content_type: content_type.to_owned(),
+        source: e.into(),
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Empty => f.write_str("Message(())"),
+            Repr::Native { rust_name, .. } => {
+                write!(f, "Message(native {})", bare_type_name(rust_name))
+            }
+            Repr::Payload(p) => write!(f, "Message({p:?})"),
+        }
+    }
+}
+
+/// Converts messages of one type to and from bytes in one content type (AutoGen's
+/// `MessageSerializer`).
+pub trait MessageSerializer: Send + Sync + 'static {
+    /// The type name written into payloads.
+    fn type_name(&self) -> &str;
+    /// The content type, e.g. `application/json`.
+    fn content_type(&self) -> &str;
+    /// The Rust type this serializer encodes.
+    fn rust_type(&self) -> TypeId;
+    /// Encodes a value of [`MessageSerializer::rust_type`].
+    fn serialize(&self, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, BoxError>;
+    /// Decodes bytes into a native message.
+    fn deserialize(&self, data: &[u8]) -> Result<Message, BoxError>;
+}
+
+/// The JSON serializer for any serde type; what registration adds for each handled type.
+pub struct JsonSerializer<T>(PhantomData<fn() -> T>);
+
+impl<T> JsonSerializer<T> {
+    /// A serializer for `T`.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for JsonSerializer<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> fmt::Debug for JsonSerializer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonSerializer<{}>", type_name_of::<T>())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> MessageSerializer
+    for JsonSerializer<T>
+{
+    fn type_name(&self) -> &str {
+        // Leaked once per registered type; bounded by the number of message types.
+        static NAMES: parking_lot::Mutex<Option<HashMap<TypeId, &'static str>>> =
+            parking_lot::Mutex::new(None);
+        let mut names = NAMES.lock();
+        names
+            .get_or_insert_with(HashMap::new)
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::leak(type_name_of::<T>().into_boxed_str()))
+    }
+    fn content_type(&self) -> &str {
+        JSON
+    }
+    fn rust_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+    fn serialize(&self, value: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, BoxError> {
+        let v = value
+            .downcast_ref::<T>()
+            .ok_or("value is not of the serializer's type")?;
+        Ok(serde_json::to_vec(v)?)
+    }
+    fn deserialize(&self, data: &[u8]) -> Result<Message, BoxError> {
+        Ok(Message::new(serde_json::from_slice::<T>(data)?))
+    }
+}
+
+/// Serializers keyed by (type name, content type); a later registration replaces an earlier one.
+#[derive(Default)]
+pub struct SerializerRegistry {
+    by_key: HashMap<(String, String), Arc<dyn MessageSerializer>>,
+    by_type: HashMap<TypeId, Arc<dyn MessageSerializer>>,
+}
+
+impl fmt::Debug for SerializerRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SerializerRegistry")
+            .field("keys", &self.by_key.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SerializerRegistry {
+    /// Registers a serializer.
+    pub fn add(&mut self, s: Arc<dyn MessageSerializer>) {
+        self.by_type.insert(s.rust_type(), s.clone());
+        self.by_key
+            .insert((s.type_name().to_owned(), s.content_type().to_owned()), s);
+    }
+
+    /// Whether a serializer exists for the key.
+    pub fn contains(&self, type_name: &str, content_type: &str) -> bool {
+        self.by_key
+            .contains_key(&(type_name.to_owned(), content_type.to_owned()))
+    }
+
+    fn by_rust_type(&self, v: &(dyn Any + Send + Sync)) -> Option<&Arc<dyn MessageSerializer>> {
+        if self.by_type.is_empty() {
+            return None;
+        }
+        self.by_type.get(&v.type_id())
+    }
+
+    /// Encodes a native value with the serializer registered for its Rust type.
+    pub fn serialize(&self, message: &Message) -> Result<Payload, Error> {
+        message.to_payload(Some(self))
+    }
+
+    /// Decodes a payload with the serializer for its key. An unknown key is
+    /// [`Error::UnknownSerializer`] (AutoGen returns an `UnknownPayload` here).
+    pub fn deserialize(&self, payload: &Payload) -> Result<Message, Error> {
+        let s = self
+            .by_key
+            .get(&(payload.type_name.clone(), payload.content_type.clone()))
+            .ok_or_else(|| Error::UnknownSerializer {
+                type_name: payload.type_name.clone(),
+                content_type: payload.content_type.clone(),
+            })?;
+        s.deserialize(&payload.data)
+            .map_err(|e| codec_ct(&payload.type_name, &payload.content_type, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq, Clone)]
+    struct DataclassMessage {
+        message: String,
+    }
+
+    #[test]
+    fn bare_names_strip_module_paths() {
+        assert_eq!(bare_type_name("a::b::Work"), "Work");
+        assert_eq!(bare_type_name("alloc::vec::Vec<my::Item>"), "Vec<Item>");
+        assert_eq!(type_name_of::<DataclassMessage>(), "DataclassMessage");
+    }
+
+    #[test]
+    fn native_round_trips_through_json_payload() {
+        let m = Message::new(DataclassMessage {
+            message: "hello".into(),
+        });
+        assert!(m.has_type_name("DataclassMessage"));
+        assert!(!m.has_type_name("classMessage"));
+        let p = m.to_payload(None).unwrap();
+        assert_eq!(p.type_name, "DataclassMessage");
+        assert_eq!(p.data, br#"{"message":"hello"}"#);
+        let back: DataclassMessage = Message::from_payload(p).decode().unwrap();
+        assert_eq!(back.message, "hello");
+    }
+
+    #[test]
+    fn shared_native_values_decode_by_copy() {
+        let m = Message::new(DataclassMessage {
+            message: "x".into(),
+        });
+        let keep = m.clone();
+        let v: DataclassMessage = m.decode().unwrap();
+        assert_eq!(v.message, "x");
+        assert!(keep.downcast_ref::<DataclassMessage>().is_some());
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_serializer_are_typed() {
+        let m = Message::new(1u32);
+        assert!(matches!(
+            m.decode::<String>(),
+            Err(Error::UnexpectedResponse { .. })
+        ));
+        struct NoSerde;
+        let err = Message::opaque(NoSerde).to_payload(None).unwrap_err();
+        assert!(matches!(err, Error::UnknownSerializer { .. }), "{err}");
+        let reg = SerializerRegistry::default();
+        let err = reg
+            .deserialize(&Payload {
+                type_name: "Nope".into(),
+                content_type: "application/x-custom".into(),
+                data: vec![],
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("Nope"));
+    }
+
+    #[test]
+    fn registry_serializer_takes_precedence() {
+        struct Upper;
+        impl MessageSerializer for Upper {
+            fn type_name(&self) -> &str {
+                "Shout"
+            }
+            fn content_type(&self) -> &str {
+                "str"
+            }
+            fn rust_type(&self) -> TypeId {
+                TypeId::of::<String>()
+            }
+            fn serialize(&self, v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, BoxError> {
+                Ok(v.downcast_ref::<String>()
+                    .unwrap()
+                    .to_uppercase()
+                    .into_bytes())
+            }
+            fn deserialize(&self, d: &[u8]) -> Result<Message, BoxError> {
+                Ok(Message::new(String::from_utf8(d.to_vec())?.to_lowercase()))
+            }
+        }
+        let mut reg = SerializerRegistry::default();
+        reg.add(Arc::new(Upper));
+        let p = reg.serialize(&Message::new("hi".to_owned())).unwrap();
+        assert_eq!(
+            (p.type_name.as_str(), p.content_type.as_str()),
+            ("Shout", "str")
+        );
+        assert_eq!(p.data, b"HI");
+        let back = reg.deserialize(&p).unwrap();
+        assert_eq!(back.downcast_ref::<String>().unwrap(), "hi");
+    }
+}

@@ -1,0 +1,1666 @@
+//! [`AgentRuntime`]: registration, routing, the queue, state and lifecycle.
+//!
+//! # Execution model
+//! - Each live agent is a [`Cell`](crate::cell) with its own FIFO mailbox; one message at a time per
+//!   agent, different agents concurrently on whatever tokio runtime the caller uses.
+//! - While the runtime is **started**, a send to an idle agent runs inline on the caller's task and
+//!   a publish is queued into each recipient's mailbox.
+//! - While it is **not started**, sends and publishes wait in one global FIFO queue (AutoGen's queue)
+//!   until `start()` or `process_next()` dispatches them. `unprocessed_messages_count` counts that
+//!   queue plus every mailbox backlog.
+//! - A send made from inside a handler records "this agent waits for that one" in a wait-for
+//!   graph. A send that would close a cycle (A->A, A->B->A, or two chains waiting on each other)
+//!   fails at once with [`Error::CallCycle`] instead of deadlocking.
+//!
+//! # Accounting
+//! `outstanding` counts every accepted message until its handler has finished (or it has been
+//! failed); idle means zero. Every path that accepts a message also decrements it, including drops
+//! and failures in interventions, so `stop_when_idle` cannot hang on them (AutoGen's can).
+
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::{Agent, AgentContext, AgentMetadata, MessageContext};
+use crate::cell::{Cell, Claim, ControlFn, Delivery, Detach, Job, Slot};
+use crate::error::{BoxError, Error, InterventionStage, Target};
+use crate::id::{AgentId, AgentType, MessageId, SubscriptionId, TopicId};
+use crate::intervention::{Intervention, InterventionHandler, PublishContext};
+use crate::message::{Message, MessageSerializer, SerializerRegistry};
+use crate::routed::{Routed, RoutedAgent, build_routes};
+use crate::subscription::{Subscription, SubscriptionManager};
+
+/// A factory producing boxed agents.
+pub type DynFactory =
+    dyn Fn(AgentContext) -> BoxFuture<'static, Result<Box<dyn Agent>, BoxError>> + Send + Sync;
+
+/// The Rust type a factory must produce (AutoGen's `expected_class`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedType {
+    id: TypeId,
+    name: &'static str,
+}
+
+impl ExpectedType {
+    /// Expect a `T` (checked against [`Agent::underlying`], or the agent itself).
+    pub fn of<T: Any>() -> Self {
+        Self {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+        }
+    }
+}
+
+pub(crate) enum TypeEntry {
+    Factory {
+        factory: Arc<DynFactory>,
+        expected: Option<ExpectedType>,
+    },
+    Instances {
+        rust_type: TypeId,
+        rust_name: &'static str,
+    },
+}
+
+/// Options for [`AgentRuntime::send_message`].
+#[derive(Debug, Default, Clone)]
+pub struct SendOptions {
+    /// The sending agent; `None` for an external caller.
+    pub sender: Option<AgentId>,
+    /// Cancels the wait for the response (the handler keeps running unless it watches the token).
+    pub cancellation_token: Option<CancellationToken>,
+    /// The message id; generated when `None`.
+    pub message_id: Option<MessageId>,
+}
+
+/// Options for [`AgentRuntime::publish_message`].
+#[derive(Debug, Default, Clone)]
+pub struct PublishOptions {
+    /// The publishing agent; it does not receive its own message.
+    pub sender: Option<AgentId>,
+    /// Shared by every recipient's context.
+    pub cancellation_token: Option<CancellationToken>,
+    /// The message id; generated when `None`.
+    pub message_id: Option<MessageId>,
+}
+
+/// Options for [`AgentRuntime::register_routed_with`] (AutoGen's `BaseAgent.register` flags).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RegisterOptions {
+    /// Do not add [`RoutedAgent::subscriptions`].
+    pub skip_class_subscriptions: bool,
+    /// Do not add the `TypePrefix("<type>:")` direct-message subscription.
+    pub skip_direct_message_subscription: bool,
+}
+
+/// How deep inline (same-task) nested deliveries may go before the runtime hands the next one to a
+/// fresh task. Keeps the poll stack bounded for long chains without limiting their length.
+const MAX_INLINE_DEPTH: u32 = 16;
+
+/// A drainer yields to the scheduler after this many jobs so one busy agent cannot starve others.
+const DRAIN_BATCH: usize = 64;
+
+/// The handler currently running on this task: its agent, for wait-for edges, and its inline depth.
+#[derive(Clone)]
+struct Frame {
+    agent: AgentId,
+    depth: u32,
+}
+
+tokio::task_local! {
+    static FRAME: Frame;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Stopped,
+    /// Started; the global queue is still being dispatched in order.
+    Draining,
+    Running,
+}
+
+enum Envelope {
+    Send {
+        message: Message,
+        cell: Arc<Cell>,
+        ctx: MessageContext,
+        reply: oneshot::Sender<Result<Message, Error>>,
+    },
+    Publish {
+        message: Message,
+        topic: TopicId,
+        sender: Option<AgentId>,
+        token: CancellationToken,
+        message_id: MessageId,
+    },
+}
+
+struct Lifecycle {
+    state: RunState,
+    queue: VecDeque<Envelope>,
+    background_error: Option<Error>,
+}
+
+pub(crate) struct Inner {
+    types: RwLock<HashMap<AgentType, Arc<TypeEntry>>>,
+    agents: RwLock<HashMap<AgentId, Arc<Cell>>>,
+    subscriptions: SubscriptionManager,
+    serializers: RwLock<SerializerRegistry>,
+    interventions: Vec<Arc<dyn InterventionHandler>>,
+    ignore_unhandled_exceptions: bool,
+    running: AtomicBool,
+    lifecycle: Mutex<Lifecycle>,
+    queued: AtomicUsize,
+    outstanding: AtomicUsize,
+    idle_waiters: AtomicUsize,
+    idle: Notify,
+    waits: Mutex<HashMap<AgentId, Vec<AgentId>>>,
+    next_seq: AtomicU64,
+}
+
+/// The agent runtime. Cheap to clone: clones share one runtime.
+#[derive(Clone)]
+pub struct AgentRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AgentRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentRuntime")
+            .field("state", &self.inner.lifecycle.lock().state)
+            .field("agents", &self.inner.agents.read().len())
+            .field(
+                "outstanding",
+                &self.inner.outstanding.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// Configures an [`AgentRuntime`].
+#[derive(Default)]
+pub struct RuntimeBuilder {
+    interventions: Vec<Arc<dyn InterventionHandler>>,
+    ignore_unhandled_exceptions: Option<bool>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("interventions", &self.interventions.len())
+            .field(
+                "ignore_unhandled_exceptions",
+                &self.ignore_unhandled_exceptions,
+            )
+            .finish()
+    }
+}
+
+impl RuntimeBuilder {
+    /// Adds an intervention handler; handlers run in the order added and compose.
+    pub fn intervention_handler(mut self, h: impl InterventionHandler) -> Self {
+        self.interventions.push(Arc::new(h));
+        self
+    }
+
+    /// When `false`, a failing event handler becomes a background error raised by the next
+    /// `process_next`, `stop`, `stop_when_idle` or `stop_when`. Default `true` (log only).
+    pub fn ignore_unhandled_exceptions(mut self, ignore: bool) -> Self {
+        self.ignore_unhandled_exceptions = Some(ignore);
+        self
+    }
+
+    /// Builds the runtime (not started).
+    pub fn build(self) -> AgentRuntime {
+        AgentRuntime {
+            inner: Arc::new(Inner {
+                types: RwLock::default(),
+                agents: RwLock::default(),
+                subscriptions: SubscriptionManager::default(),
+                serializers: RwLock::default(),
+                interventions: self.interventions,
+                ignore_unhandled_exceptions: self.ignore_unhandled_exceptions.unwrap_or(true),
+                running: AtomicBool::new(false),
+                lifecycle: Mutex::new(Lifecycle {
+                    state: RunState::Stopped,
+                    queue: VecDeque::new(),
+                    background_error: None,
+                }),
+                queued: AtomicUsize::new(0),
+                outstanding: AtomicUsize::new(0),
+                idle_waiters: AtomicUsize::new(0),
+                idle: Notify::new(),
+                waits: Mutex::default(),
+                next_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Default for AgentRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Registration, lookup, subscriptions
+// ------------------------------------------------------------------------------------------------
+
+impl AgentRuntime {
+    /// A runtime with default settings, not started.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Configures a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    fn insert_type(&self, agent_type: &AgentType, entry: TypeEntry) -> Result<(), Error> {
+        let mut types = self.inner.types.write();
+        if let Some(existing) = types.get(agent_type) {
+            return Err(match (&**existing, &entry) {
+                (TypeEntry::Instances { .. }, TypeEntry::Factory { .. }) => {
+                    Error::MixedRegistration {
+                        agent_type: agent_type.clone(),
+                    }
+                }
+                _ => Error::AgentTypeExists {
+                    agent_type: agent_type.clone(),
+                },
+            });
+        }
+        types.insert(agent_type.clone(), Arc::new(entry));
+        Ok(())
+    }
+
+    /// Registers a factory that builds agents of `agent_type` lazily, once per key, on the first
+    /// message (or state load, or `get(.., lazy=false)`). The factory receives the agent's id and
+    /// the runtime through its [`AgentContext`].
+    pub async fn register_factory<A, F, Fut>(
+        &self,
+        agent_type: impl AsRef<str>,
+        factory: F,
+    ) -> Result<AgentType, Error>
+    where
+        A: Agent,
+        F: Fn(AgentContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let factory: Arc<DynFactory> = Arc::new(move |ctx| {
+            let fut = factory(ctx);
+            Box::pin(async move { fut.await.map(|a| Box::new(a) as Box<dyn Agent>) })
+        });
+        self.register_factory_dyn(agent_type, factory, None).await
+    }
+
+    /// Registers a factory producing boxed agents, optionally checking what it builds against
+    /// `expected` at instantiation (AutoGen's `expected_class`).
+    pub async fn register_factory_dyn(
+        &self,
+        agent_type: impl AsRef<str>,
+        factory: Arc<DynFactory>,
+        expected: Option<ExpectedType>,
+    ) -> Result<AgentType, Error> {
+        let agent_type = AgentType::new(agent_type)?;
+        self.insert_type(&agent_type, TypeEntry::Factory { factory, expected })?;
+        Ok(agent_type)
+    }
+
+    /// Registers a [`RoutedAgent`] type the way AutoGen's `BaseAgent.register` does: the factory,
+    /// the class subscriptions, the `"<type>:"` direct-message prefix subscription, and JSON
+    /// serializers for every handled type.
+    pub async fn register_routed<A, F>(
+        &self,
+        agent_type: impl AsRef<str>,
+        factory: F,
+    ) -> Result<AgentType, Error>
+    where
+        A: RoutedAgent,
+        F: Fn(AgentContext) -> A + Send + Sync + 'static,
+    {
+        self.register_routed_with(agent_type, factory, RegisterOptions::default())
+            .await
+    }
+
+    /// [`AgentRuntime::register_routed`] with options.
+    pub async fn register_routed_with<A, F>(
+        &self,
+        agent_type: impl AsRef<str>,
+        factory: F,
+        options: RegisterOptions,
+    ) -> Result<AgentType, Error>
+    where
+        A: RoutedAgent,
+        F: Fn(AgentContext) -> A + Send + Sync + 'static,
+    {
+        let routes = build_routes::<A>();
+        let table = routes.clone();
+        let factory: Arc<DynFactory> = Arc::new(move |ctx| {
+            let agent = Routed {
+                agent: factory(ctx),
+                routes: table.clone(),
+            };
+            Box::pin(std::future::ready(Ok(Box::new(agent) as Box<dyn Agent>)))
+        });
+        let agent_type = self
+            .register_factory_dyn(agent_type, factory, Some(ExpectedType::of::<A>()))
+            .await?;
+        if !options.skip_class_subscriptions {
+            for s in A::subscriptions(&agent_type) {
+                self.add_subscription(s).await?;
+            }
+        }
+        if !options.skip_direct_message_subscription {
+            self.add_subscription(Subscription::direct_message(agent_type.clone()))
+                .await?;
+        }
+        {
+            let mut reg = self.inner.serializers.write();
+            for s in routes.serializers() {
+                reg.add(s.clone());
+            }
+        }
+        Ok(agent_type)
+    }
+
+    /// Registers one existing agent under `agent_id`. All instances of a type must share one Rust
+    /// type, and a type cannot have both instances and a factory.
+    pub async fn register_agent_instance<A: Agent>(
+        &self,
+        agent: A,
+        agent_id: AgentId,
+    ) -> Result<AgentId, Error> {
+        self.register_boxed_instance(Box::new(agent), agent_id)
+    }
+
+    /// Registers a [`RoutedAgent`] value as an instance, plus the subscriptions AutoGen's
+    /// `register_instance` adds: `TypeSubscription(topic_type=key, agent_type=type)` and the
+    /// direct-message prefix subscription (ignored if it already exists).
+    pub async fn register_routed_instance<A: RoutedAgent>(
+        &self,
+        agent: A,
+        agent_id: AgentId,
+    ) -> Result<AgentId, Error> {
+        let routes = build_routes::<A>();
+        let id = self.register_boxed_instance(
+            Box::new(Routed {
+                agent,
+                routes: routes.clone(),
+            }),
+            agent_id,
+        )?;
+        self.add_subscription(Subscription::type_subscription(
+            id.key(),
+            id.agent_type().clone(),
+        ))
+        .await?;
+        match self
+            .add_subscription(Subscription::direct_message(id.agent_type().clone()))
+            .await
+        {
+            Ok(()) | Err(Error::SubscriptionExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut reg = self.inner.serializers.write();
+        for s in routes.serializers() {
+            reg.add(s.clone());
+        }
+        Ok(id)
+    }
+
+    fn register_boxed_instance(
+        &self,
+        mut agent: Box<dyn Agent>,
+        agent_id: AgentId,
+    ) -> Result<AgentId, Error> {
+        let rust_type = rust_type_of(&mut *agent);
+        let rust_name = agent.underlying_type_name();
+        let mut types = self.inner.types.write();
+        let entry = match types.get(agent_id.agent_type()) {
+            Some(e) => match &**e {
+                TypeEntry::Factory { .. } => {
+                    return Err(Error::MixedRegistration {
+                        agent_type: agent_id.agent_type().clone(),
+                    });
+                }
+                TypeEntry::Instances {
+                    rust_type: t,
+                    rust_name: n,
+                } => {
+                    if *t != rust_type {
+                        return Err(Error::InstanceTypeMismatch {
+                            agent_type: agent_id.agent_type().clone(),
+                            expected: n,
+                            actual: rust_name,
+                        });
+                    }
+                    e.clone()
+                }
+            },
+            None => {
+                let e = Arc::new(TypeEntry::Instances {
+                    rust_type,
+                    rust_name,
+                });
+                types.insert(agent_id.agent_type().clone(), e.clone());
+                e
+            }
+        };
+        let mut agents = self.inner.agents.write();
+        if agents.contains_key(&agent_id) {
+            return Err(Error::AgentExists { agent: agent_id });
+        }
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        agents.insert(
+            agent_id.clone(),
+            Arc::new(Cell::new(agent_id.clone(), seq, entry, Some(agent))),
+        );
+        Ok(agent_id)
+    }
+
+    /// Whether `agent_type` is registered.
+    pub fn is_registered(&self, agent_type: &AgentType) -> bool {
+        self.inner.types.read().contains_key(agent_type)
+    }
+
+    /// The registered agent types.
+    pub fn agent_types(&self) -> Vec<AgentType> {
+        self.inner.types.read().keys().cloned().collect()
+    }
+
+    /// Adds a subscription; an equivalent one is [`Error::SubscriptionExists`].
+    pub async fn add_subscription(&self, subscription: Subscription) -> Result<(), Error> {
+        self.inner.subscriptions.add(subscription)
+    }
+
+    /// Removes a subscription; an unknown id is [`Error::UnknownSubscription`].
+    pub async fn remove_subscription(&self, id: &SubscriptionId) -> Result<(), Error> {
+        self.inner.subscriptions.remove(id).map(|_| ())
+    }
+
+    /// All subscriptions, in insertion order.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.inner.subscriptions.list()
+    }
+
+    /// Registers a serializer for (its type name, its content type); a later one replaces an
+    /// earlier one.
+    pub fn add_message_serializer(&self, serializer: impl MessageSerializer) {
+        self.inner.serializers.write().add(Arc::new(serializer));
+    }
+
+    /// Encodes a message with the registered serializers (or its built-in JSON encoding).
+    pub fn serialize(&self, message: &Message) -> Result<crate::Payload, Error> {
+        self.inner.serializers.read().serialize(message)
+    }
+
+    /// Decodes a payload with the serializer registered for its (type name, content type).
+    pub fn deserialize(&self, payload: &crate::Payload) -> Result<Message, Error> {
+        self.inner.serializers.read().deserialize(payload)
+    }
+
+    /// The id of `agent_type`/`key`. With `lazy = false` the agent is instantiated now, and an
+    /// unregistered type is [`Error::UnknownAgentType`].
+    pub async fn get(
+        &self,
+        agent_type: impl AsRef<str>,
+        key: impl AsRef<str>,
+        lazy: bool,
+    ) -> Result<AgentId, Error> {
+        let id = AgentId::new(agent_type, key)?;
+        if !lazy {
+            let cell = self.inner.cell_for(&id)?;
+            self.inner.control(&cell, |_| Box::pin(async {})).await?;
+        }
+        Ok(id)
+    }
+
+    /// The agent's type, key and description; instantiates it if needed.
+    pub async fn agent_metadata(&self, agent: &AgentId) -> Result<AgentMetadata, Error> {
+        let cell = self.inner.cell_for(agent)?;
+        self.inner.control(&cell, |_| Box::pin(async {})).await?;
+        let description = cell.state.lock().description.clone();
+        Ok(AgentMetadata {
+            agent_type: agent.agent_type().to_string(),
+            key: agent.key().to_owned(),
+            description,
+        })
+    }
+
+    /// One agent's state; instantiates it if needed.
+    pub async fn agent_save_state(&self, agent: &AgentId) -> Result<Value, Error> {
+        let cell = self.inner.cell_for(agent)?;
+        let id = agent.clone();
+        self.inner
+            .control(&cell, move |a| {
+                Box::pin(async move {
+                    a.save_state().await.map_err(|source| Error::StateFailed {
+                        agent: id,
+                        op: "save",
+                        source,
+                    })
+                })
+            })
+            .await?
+    }
+
+    /// Loads one agent's state; instantiates it if needed.
+    pub async fn agent_load_state(&self, agent: &AgentId, state: Value) -> Result<(), Error> {
+        let cell = self.inner.cell_for(agent)?;
+        let id = agent.clone();
+        self.inner
+            .control(&cell, move |a| {
+                Box::pin(async move {
+                    a.load_state(state)
+                        .await
+                        .map_err(|source| Error::StateFailed {
+                            agent: id,
+                            op: "load",
+                            source,
+                        })
+                })
+            })
+            .await?
+    }
+
+    /// Runs `f` on the agent as its Rust type `T`, with exclusive access, after the messages queued
+    /// before it (AutoGen's `try_get_underlying_agent_instance`; Rust cannot hand out a reference
+    /// into an agent other tasks may be running, so it lends one to a closure instead).
+    pub async fn try_get_underlying_agent_instance<T, R>(
+        &self,
+        agent: &AgentId,
+        f: impl FnOnce(&mut T) -> R + Send + 'static,
+    ) -> Result<R, Error>
+    where
+        T: Any,
+        R: Send + 'static,
+    {
+        let cell = self.inner.cell_for(agent)?;
+        let id = agent.clone();
+        self.inner
+            .control(&cell, move |a| {
+                let actual = a.underlying_type_name();
+                let wrapped = a.underlying().is_some();
+                let target: &mut dyn Any = if wrapped {
+                    a.underlying().expect("checked")
+                } else {
+                    &mut **a as &mut dyn Any
+                };
+                let out = match target.downcast_mut::<T>() {
+                    Some(t) => Ok(f(t)),
+                    None => Err(Error::WrongInstanceType {
+                        agent: id,
+                        requested: std::any::type_name::<T>(),
+                        actual,
+                    }),
+                };
+                Box::pin(std::future::ready(out))
+            })
+            .await?
+    }
+
+    /// Number of messages waiting: the not-started queue plus every mailbox backlog. Messages
+    /// whose handler is running are not counted (as in AutoGen).
+    pub fn unprocessed_messages_count(&self) -> usize {
+        self.inner.queued.load(Ordering::SeqCst)
+    }
+
+    /// Number of live (instantiated) agents.
+    pub fn live_agents(&self) -> usize {
+        self.inner
+            .agents
+            .read()
+            .values()
+            .filter(|c| c.is_instantiated())
+            .count()
+    }
+}
+
+/// The `TypeId` of what `try_get_underlying_agent_instance` would see: the wrapped value for
+/// wrappers, the agent itself otherwise.
+fn rust_type_of(agent: &mut dyn Agent) -> TypeId {
+    match agent.underlying() {
+        Some(u) => (*u).type_id(),
+        None => {
+            let any: &dyn Any = agent;
+            (*any).type_id()
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Messaging
+// ------------------------------------------------------------------------------------------------
+
+impl AgentRuntime {
+    /// Sends `message` to `recipient` and awaits its handler's response (AutoGen's
+    /// `send_message`). See the crate docs for the errors and how they differ from AutoGen.
+    pub async fn send_message(
+        &self,
+        message: Message,
+        recipient: AgentId,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
+        let span = tracing::debug_span!("warren.send", recipient = %recipient);
+        self.inner
+            .clone()
+            .send(message, recipient, options)
+            .instrument(span)
+            .await
+    }
+
+    /// Typed send: a serde value in, an `R` out (decoded from JSON if the recipient is a wasm agent).
+    pub async fn send<R>(
+        &self,
+        message: impl Serialize + Send + Sync + 'static,
+        recipient: &AgentId,
+    ) -> Result<R, Error>
+    where
+        R: DeserializeOwned + Any + Send + Sync,
+    {
+        self.send_message(
+            Message::new(message),
+            recipient.clone(),
+            SendOptions::default(),
+        )
+        .await?
+        .decode()
+    }
+
+    /// Publishes `message` to `topic` (AutoGen's `publish_message`). Returns once the message is
+    /// routed into every recipient's mailbox; it does not wait for the handlers.
+    pub async fn publish_message(
+        &self,
+        message: Message,
+        topic: TopicId,
+        options: PublishOptions,
+    ) -> Result<(), Error> {
+        let span = tracing::debug_span!("warren.publish", topic = %topic);
+        self.inner
+            .clone()
+            .publish(message, topic, options)
+            .instrument(span)
+            .await
+    }
+
+    /// Typed publish.
+    pub async fn publish(
+        &self,
+        message: impl Serialize + Send + Sync + 'static,
+        topic: &TopicId,
+    ) -> Result<(), Error> {
+        self.publish_message(
+            Message::new(message),
+            topic.clone(),
+            PublishOptions::default(),
+        )
+        .await
+    }
+}
+
+/// Removes a wait-for edge when the send that created it completes (or is dropped).
+struct WaitEdge<'a> {
+    inner: &'a Inner,
+    from: AgentId,
+    to: AgentId,
+}
+
+impl Drop for WaitEdge<'_> {
+    fn drop(&mut self) {
+        let mut g = self.inner.waits.lock();
+        if let Some(v) = g.get_mut(&self.from) {
+            if let Some(i) = v.iter().position(|x| *x == self.to) {
+                v.swap_remove(i);
+            }
+            if v.is_empty() {
+                g.remove(&self.from);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The cell of `id`, created (empty) on first use. Unknown types and unknown instance keys are
+    /// errors right away, before anything is queued.
+    pub(crate) fn cell_for(&self, id: &AgentId) -> Result<Arc<Cell>, Error> {
+        if let Some(c) = self.agents.read().get(id) {
+            return Ok(c.clone());
+        }
+        let entry = self
+            .types
+            .read()
+            .get(id.agent_type())
+            .cloned()
+            .ok_or_else(|| Error::UnknownAgentType {
+                agent_type: id.agent_type().clone(),
+            })?;
+        if matches!(&*entry, TypeEntry::Instances { .. }) {
+            return Err(Error::UnknownAgent { agent: id.clone() });
+        }
+        let mut agents = self.agents.write();
+        let cell = agents.entry(id.clone()).or_insert_with(|| {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            Arc::new(Cell::new(id.clone(), seq, entry, None))
+        });
+        Ok(cell.clone())
+    }
+
+    fn check_sender(&self, sender: &Option<AgentId>) -> Result<(), Error> {
+        if let Some(s) = sender
+            && !self.types.read().contains_key(s.agent_type())
+        {
+            return Err(Error::UnknownAgentType {
+                agent_type: s.agent_type().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records that `from` waits for `to`, unless that closes a cycle in the wait-for graph.
+    fn wait_for<'a>(&'a self, from: &AgentId, to: &AgentId) -> Result<WaitEdge<'a>, Error> {
+        let mut g = self.waits.lock();
+        if from == to {
+            return Err(Error::CallCycle {
+                chain: vec![from.clone(), to.clone()],
+            });
+        }
+        // Is there a path to -> ... -> from? Then `from` waiting for `to` closes a cycle.
+        let mut parent: HashMap<&AgentId, &AgentId> = HashMap::new();
+        let mut stack = vec![to];
+        while let Some(n) = stack.pop() {
+            if n == from {
+                let mut path = vec![from.clone()];
+                let mut cur = from;
+                while cur != to {
+                    cur = parent[cur];
+                    path.push(cur.clone());
+                }
+                path.reverse();
+                path.push(to.clone());
+                return Err(Error::CallCycle { chain: path });
+            }
+            if let Some(next) = g.get(n) {
+                for m in next {
+                    if m != to && !parent.contains_key(m) {
+                        parent.insert(m, n);
+                        stack.push(m);
+                    }
+                }
+            }
+        }
+        g.entry(from.clone()).or_default().push(to.clone());
+        Ok(WaitEdge {
+            inner: self,
+            from: from.clone(),
+            to: to.clone(),
+        })
+    }
+
+    fn accept(&self) {
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.idle_waiters.load(Ordering::SeqCst) > 0
+        {
+            self.idle.notify_waiters();
+        }
+    }
+
+    async fn wait_idle(&self) {
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.outstanding.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        self.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn record_background(&self, e: Error) {
+        if self.ignore_unhandled_exceptions {
+            return;
+        }
+        let mut lc = self.lifecycle.lock();
+        if lc.background_error.is_none() {
+            lc.background_error = Some(e);
+        }
+    }
+
+    async fn send(
+        self: Arc<Self>,
+        message: Message,
+        recipient: AgentId,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
+        let frame = FRAME.try_with(|f| f.clone()).ok();
+        let cell = self.cell_for(&recipient)?;
+        self.check_sender(&options.sender)?;
+        let token = options.cancellation_token.unwrap_or_default();
+        let ctx = MessageContext {
+            sender: options.sender,
+            topic_id: None,
+            is_rpc: true,
+            cancellation_token: token.clone(),
+            message_id: options.message_id.unwrap_or_else(MessageId::generate),
+            recipient: recipient.clone(),
+            runtime: self.clone(),
+        };
+        // A send from inside a handler: its agent now waits for the recipient.
+        let _edge = match &frame {
+            Some(f) => Some(self.wait_for(&f.agent, &recipient)?),
+            None => None,
+        };
+        let target = || Target::Agent(recipient.clone());
+
+        let result = if self.running.load(Ordering::Acquire) {
+            let message = self.intervene_send(message, &ctx).await?;
+            let depth = frame.as_ref().map_or(0, |f| f.depth + 1);
+            self.accept();
+            let mut reply = None;
+            let claim = cell.offer(depth < MAX_INLINE_DEPTH, || {
+                let (tx, rx) = oneshot::channel();
+                reply = Some(rx);
+                self.queued.fetch_add(1, Ordering::SeqCst);
+                Job::Deliver(Delivery {
+                    message: message.clone(),
+                    ctx: ctx.clone(),
+                    reply: Some(tx),
+                })
+            });
+            match claim {
+                Claim::Owned(slot) => {
+                    let inner = self.clone();
+                    let cell = cell.clone();
+                    let fut = Detach::new(async move {
+                        let mut slot = slot;
+                        let r = inner.deliver(&cell, &mut slot, message, &ctx, depth).await;
+                        inner.done();
+                        inner.release(&cell, slot);
+                        r
+                    });
+                    tokio::select! {
+                        biased;
+                        _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
+                        r = fut => r,
+                    }
+                }
+                Claim::Queued => self.await_reply(reply, &token, target).await,
+                Claim::QueuedIdle(slot) => {
+                    self.spawn_drain(cell.clone(), slot);
+                    self.await_reply(reply, &token, target).await
+                }
+            }
+        } else {
+            // Not started: wait in the global queue for start() or process_next().
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(Envelope::Send {
+                message,
+                cell,
+                ctx,
+                reply: tx,
+            });
+            self.await_reply(Some(rx), &token, target).await
+        }?;
+        self.intervene_response(result, &recipient).await
+    }
+
+    async fn await_reply(
+        &self,
+        reply: Option<oneshot::Receiver<Result<Message, Error>>>,
+        token: &CancellationToken,
+        target: impl Fn() -> Target,
+    ) -> Result<Message, Error> {
+        let rx = reply.expect("a queued job has a reply channel");
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
+            r = rx => r.unwrap_or_else(|_| Err(Error::Stopped { target: target() })),
+        }
+    }
+
+    /// Puts an envelope on the global queue while the runtime is not running. If the caller raced
+    /// with `start()` and the runtime runs by now, the envelope is dispatched directly instead.
+    fn enqueue(self: &Arc<Self>, env: Envelope) {
+        let mut lc = self.lifecycle.lock();
+        if lc.state == RunState::Running {
+            drop(lc);
+            let inner = self.clone();
+            tokio::spawn(async move { inner.dispatch(env).await });
+            return;
+        }
+        self.accept();
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        lc.queue.push_back(env);
+    }
+
+    /// Dispatches one envelope from the global queue: interventions, then into mailboxes.
+    async fn dispatch(self: Arc<Self>, env: Envelope) {
+        match env {
+            Envelope::Send {
+                message,
+                cell,
+                ctx,
+                reply,
+            } => match self.intervene_send(message, &ctx).await {
+                Ok(message) => {
+                    self.accept();
+                    self.queued.fetch_add(1, Ordering::SeqCst);
+                    let job = Job::Deliver(Delivery {
+                        message,
+                        ctx,
+                        reply: Some(reply),
+                    });
+                    self.queue_job(&cell, job);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Envelope::Publish {
+                message,
+                topic,
+                sender,
+                token,
+                message_id,
+            } => {
+                let pctx = PublishContext {
+                    sender: sender.clone(),
+                    topic_id: topic.clone(),
+                    message_id: message_id.clone(),
+                };
+                match self.intervene_publish(message, &pctx).await {
+                    Ok(message) => self.route_publish(message, topic, sender, token, message_id),
+                    Err(e) => tracing::warn!(error = %e, "published message not delivered"),
+                }
+            }
+        }
+    }
+
+    fn queue_job(self: &Arc<Self>, cell: &Arc<Cell>, job: Job) {
+        let mut job = Some(job);
+        if let Claim::QueuedIdle(slot) = cell.offer(false, || job.take().expect("offered once")) {
+            self.spawn_drain(cell.clone(), slot);
+        }
+    }
+
+    fn spawn_drain(self: &Arc<Self>, cell: Arc<Cell>, slot: Slot) {
+        let inner = self.clone();
+        tokio::spawn(async move { inner.drain(cell, slot).await });
+    }
+
+    fn release(self: &Arc<Self>, cell: &Arc<Cell>, slot: Slot) {
+        if let Some(slot) = cell.release(slot) {
+            self.spawn_drain(cell.clone(), slot);
+        }
+    }
+
+    async fn drain(self: Arc<Self>, cell: Arc<Cell>, mut slot: Slot) {
+        let mut n = 0usize;
+        while let Some(job) = cell.next_job(&mut slot) {
+            match job {
+                Job::Deliver(d) => {
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    let r = self.deliver(&cell, &mut slot, d.message, &d.ctx, 0).await;
+                    match d.reply {
+                        Some(tx) => {
+                            let _ = tx.send(r);
+                        }
+                        None => self.publish_outcome(&d.ctx, r),
+                    }
+                    self.done();
+                }
+                Job::Control(f) => f(&mut slot).await,
+            }
+            n += 1;
+            if n.is_multiple_of(DRAIN_BATCH) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    fn publish_outcome(&self, ctx: &MessageContext, r: Result<Message, Error>) {
+        match r {
+            Ok(_) => {}
+            Err(Error::CantHandle {
+                agent,
+                message_type,
+            }) => {
+                tracing::info!(agent = %agent, message_type, "unhandled message");
+            }
+            Err(e) => {
+                tracing::error!(agent = %ctx.recipient, error = %e, "error processing publish message");
+                self.record_background(e);
+            }
+        }
+    }
+
+    /// Builds the agent if the slot is empty.
+    async fn ensure_agent(self: &Arc<Self>, cell: &Cell, slot: &mut Slot) -> Result<(), Error> {
+        if slot.is_some() {
+            return Ok(());
+        }
+        let TypeEntry::Factory { factory, expected } = &*cell.entry else {
+            return Err(Error::UnknownAgent {
+                agent: cell.id.clone(),
+            });
+        };
+        let ctx = AgentContext {
+            id: cell.id.clone(),
+            runtime: Arc::downgrade(self),
+        };
+        let span = tracing::debug_span!("warren.create", agent = %cell.id);
+        let built = AssertUnwindSafe(factory(ctx))
+            .catch_unwind()
+            .instrument(span)
+            .await;
+        let mut agent = match built {
+            Ok(Ok(a)) => a,
+            Ok(Err(source)) => {
+                tracing::error!(agent = %cell.id, error = %source, "error constructing agent");
+                return Err(Error::FactoryFailed {
+                    agent: cell.id.clone(),
+                    source,
+                });
+            }
+            Err(p) => {
+                return Err(Error::FactoryFailed {
+                    agent: cell.id.clone(),
+                    source: format!("factory panicked: {}", panic_text(&*p)).into(),
+                });
+            }
+        };
+        if let Some(exp) = expected {
+            if rust_type_of(&mut *agent) != exp.id {
+                return Err(Error::WrongAgentClass {
+                    agent_type: cell.id.agent_type().clone(),
+                    expected: exp.name,
+                    actual: agent.underlying_type_name(),
+                });
+            }
+        }
+        {
+            let mut st = cell.state.lock();
+            st.instantiated = true;
+            st.description = agent.description();
+        }
+        *slot = Some(agent);
+        Ok(())
+    }
+
+    /// Runs one message through the agent's handler, constructing the agent first if needed.
+    /// Panics are caught and reported as [`Error::HandlerPanicked`].
+    async fn deliver(
+        self: &Arc<Self>,
+        cell: &Cell,
+        slot: &mut Slot,
+        message: Message,
+        ctx: &MessageContext,
+        depth: u32,
+    ) -> Result<Message, Error> {
+        self.ensure_agent(cell, slot).await?;
+        let agent = slot.as_mut().expect("ensured");
+        // Kept (one reference count) only to name the message if the handler panics.
+        let for_panic = message.clone();
+        let frame = Frame {
+            agent: cell.id.clone(),
+            depth,
+        };
+        let span = tracing::debug_span!("warren.process", agent = %cell.id);
+        let fut = FRAME.scope(frame, agent.on_message(message, ctx));
+        match AssertUnwindSafe(fut).catch_unwind().instrument(span).await {
+            Ok(r) => r,
+            Err(p) => Err(Error::HandlerPanicked {
+                agent: cell.id.clone(),
+                message_type: for_panic.type_name(),
+                panic: panic_text(&*p),
+            }),
+        }
+    }
+
+    /// Runs a control operation with exclusive access to the (constructed) agent.
+    async fn control<R, F>(self: &Arc<Self>, cell: &Arc<Cell>, f: F) -> Result<R, Error>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Box<dyn Agent>) -> BoxFuture<'a, R> + Send + 'static,
+    {
+        // An agent asking for exclusive access to itself from inside its own handler would wait
+        // for itself forever.
+        if FRAME.try_with(|f| f.agent == cell.id).unwrap_or(false) {
+            return Err(Error::CallCycle {
+                chain: vec![cell.id.clone(), cell.id.clone()],
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let inner = self.clone();
+        let c = cell.clone();
+        let op: ControlFn = Box::new(move |slot: &mut Slot| {
+            Box::pin(async move {
+                let r = match inner.ensure_agent(&c, slot).await {
+                    Ok(()) => Ok(f(slot.as_mut().expect("ensured")).await),
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(r);
+            })
+        });
+        let mut op = Some(op);
+        match cell.offer(true, || Job::Control(op.take().expect("offered once"))) {
+            Claim::Owned(mut slot) => {
+                let op = op.take().expect("not queued");
+                let inner = self.clone();
+                let cell = cell.clone();
+                Detach::new(async move {
+                    op(&mut slot).await;
+                    inner.release(&cell, slot);
+                })
+                .await;
+            }
+            Claim::Queued => {}
+            Claim::QueuedIdle(slot) => self.spawn_drain(cell.clone(), slot),
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Stopped {
+                target: Target::Agent(cell.id.clone()),
+            })
+        })
+    }
+
+    async fn intervene_send(
+        &self,
+        mut message: Message,
+        ctx: &MessageContext,
+    ) -> Result<Message, Error> {
+        let target = || Target::Agent(ctx.recipient.clone());
+        for h in &self.interventions {
+            let type_name = message.type_name();
+            match h.on_send(message, ctx, &ctx.recipient).await {
+                Ok(Intervention::Forward(m)) => message = m,
+                Ok(Intervention::Drop) => {
+                    tracing::info!(recipient = %ctx.recipient, message_type = type_name, "message dropped by intervention handler");
+                    return Err(Error::MessageDropped {
+                        stage: InterventionStage::Send,
+                        target: target(),
+                        message_type: type_name,
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::InterventionFailed {
+                        stage: InterventionStage::Send,
+                        target: target(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    async fn intervene_publish(
+        &self,
+        mut message: Message,
+        ctx: &PublishContext,
+    ) -> Result<Message, Error> {
+        let target = || Target::Topic(ctx.topic_id.clone());
+        for h in &self.interventions {
+            let type_name = message.type_name();
+            match h.on_publish(message, ctx).await {
+                Ok(Intervention::Forward(m)) => message = m,
+                Ok(Intervention::Drop) => {
+                    tracing::info!(topic = %ctx.topic_id, message_type = type_name, "message dropped by intervention handler");
+                    return Err(Error::MessageDropped {
+                        stage: InterventionStage::Publish,
+                        target: target(),
+                        message_type: type_name,
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::InterventionFailed {
+                        stage: InterventionStage::Publish,
+                        target: target(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    async fn intervene_response(
+        &self,
+        mut message: Message,
+        responder: &AgentId,
+    ) -> Result<Message, Error> {
+        if self.interventions.is_empty() {
+            return Ok(message);
+        }
+        // The original sender is not needed on the hot path; recover it from the frame.
+        let recipient = FRAME.try_with(|f| f.agent.clone()).ok();
+        let target = || Target::Agent(responder.clone());
+        for h in &self.interventions {
+            let type_name = message.type_name();
+            match h.on_response(message, responder, recipient.as_ref()).await {
+                Ok(Intervention::Forward(m)) => message = m,
+                Ok(Intervention::Drop) => {
+                    return Err(Error::MessageDropped {
+                        stage: InterventionStage::Response,
+                        target: target(),
+                        message_type: type_name,
+                    });
+                }
+                Err(source) => {
+                    return Err(Error::InterventionFailed {
+                        stage: InterventionStage::Response,
+                        target: target(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    async fn publish(
+        self: Arc<Self>,
+        message: Message,
+        topic: TopicId,
+        options: PublishOptions,
+    ) -> Result<(), Error> {
+        self.check_sender(&options.sender)?;
+        let token = options.cancellation_token.unwrap_or_default();
+        let message_id = options.message_id.unwrap_or_else(MessageId::generate);
+        if !self.running.load(Ordering::Acquire) {
+            let env = Envelope::Publish {
+                message,
+                topic,
+                sender: options.sender,
+                token,
+                message_id,
+            };
+            self.enqueue(env);
+            return Ok(());
+        }
+        let message = if self.interventions.is_empty() {
+            message
+        } else {
+            let pctx = PublishContext {
+                sender: options.sender.clone(),
+                topic_id: topic.clone(),
+                message_id: message_id.clone(),
+            };
+            self.intervene_publish(message, &pctx).await?
+        };
+        self.route_publish(message, topic, options.sender, token, message_id);
+        Ok(())
+    }
+
+    /// Queues a published message into every recipient's mailbox (each recipient once, never the
+    /// sender). A recipient that cannot be reached is reported without affecting the others.
+    fn route_publish(
+        self: &Arc<Self>,
+        message: Message,
+        topic: TopicId,
+        sender: Option<AgentId>,
+        token: CancellationToken,
+        message_id: MessageId,
+    ) {
+        let recipients = self.subscriptions.recipients(&topic);
+        for r in recipients.iter() {
+            if sender.as_ref() == Some(r) {
+                continue;
+            }
+            let cell = match self.cell_for(r) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
+                    self.record_background(e);
+                    continue;
+                }
+            };
+            self.accept();
+            self.queued.fetch_add(1, Ordering::SeqCst);
+            let ctx = MessageContext {
+                sender: sender.clone(),
+                topic_id: Some(topic.clone()),
+                is_rpc: false,
+                cancellation_token: token.clone(),
+                message_id: message_id.clone(),
+                recipient: r.clone(),
+                runtime: self.clone(),
+            };
+            self.queue_job(
+                &cell,
+                Job::Deliver(Delivery {
+                    message: message.clone(),
+                    ctx,
+                    reply: None,
+                }),
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Lifecycle and state
+// ------------------------------------------------------------------------------------------------
+
+impl AgentRuntime {
+    /// Starts processing: the global queue is dispatched in order, then messages flow directly.
+    /// Must be called inside a tokio runtime. A second `start()` is [`Error::AlreadyStarted`].
+    pub fn start(&self) -> Result<(), Error> {
+        let mut lc = self.inner.lifecycle.lock();
+        if lc.state != RunState::Stopped {
+            return Err(Error::AlreadyStarted);
+        }
+        if lc.queue.is_empty() {
+            lc.state = RunState::Running;
+            self.inner.running.store(true, Ordering::Release);
+        } else {
+            lc.state = RunState::Draining;
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                loop {
+                    let env = {
+                        let mut lc = inner.lifecycle.lock();
+                        if lc.state != RunState::Draining {
+                            return;
+                        }
+                        match lc.queue.pop_front() {
+                            Some(e) => e,
+                            None => {
+                                lc.state = RunState::Running;
+                                inner.running.store(true, Ordering::Release);
+                                return;
+                            }
+                        }
+                    };
+                    inner.queued.fetch_sub(1, Ordering::SeqCst);
+                    inner.clone().dispatch(env).await;
+                    inner.done();
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the runtime is started.
+    pub fn is_started(&self) -> bool {
+        self.inner.lifecycle.lock().state != RunState::Stopped
+    }
+
+    /// Stops at once. Every message not yet being handled (the global queue and every mailbox
+    /// backlog) is discarded, and each discarded send fails its caller with [`Error::Stopped`];
+    /// handlers already running finish, and their callers get their results. Raises a pending
+    /// background error. Not started: [`Error::NotStarted`].
+    pub async fn stop(&self) -> Result<(), Error> {
+        let queue = {
+            let mut lc = self.inner.lifecycle.lock();
+            if lc.state == RunState::Stopped {
+                return Err(Error::NotStarted);
+            }
+            lc.state = RunState::Stopped;
+            self.inner.running.store(false, Ordering::Release);
+            std::mem::take(&mut lc.queue)
+        };
+        let mut discarded = 0usize;
+        for env in queue {
+            self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+            discarded += 1;
+            fail_envelope(env);
+            self.inner.done();
+        }
+        let cells: Vec<Arc<Cell>> = self.inner.agents.read().values().cloned().collect();
+        for cell in cells {
+            for d in cell.take_queued_deliveries() {
+                self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+                discarded += 1;
+                let target = Target::Agent(d.ctx.recipient.clone());
+                match d.reply {
+                    Some(tx) => {
+                        let _ = tx.send(Err(Error::Stopped { target }));
+                    }
+                    None => tracing::warn!(%target, "published message discarded by stop()"),
+                }
+                self.inner.done();
+            }
+        }
+        if discarded > 0 {
+            tracing::warn!(
+                discarded,
+                "stop() discarded queued messages; their senders got a stopped error"
+            );
+        }
+        self.take_background()
+    }
+
+    fn take_background(&self) -> Result<(), Error> {
+        match self.inner.lifecycle.lock().background_error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until no message is queued or being handled (nested sends and publishes included),
+    /// then stops. Dropped or failed messages never make this hang.
+    pub async fn stop_when_idle(&self) -> Result<(), Error> {
+        if !self.is_started() {
+            return Err(Error::NotStarted);
+        }
+        self.inner.wait_idle().await;
+        self.stop().await
+    }
+
+    /// Stops once `condition` returns true. It is checked at once and then every 10 ms (AutoGen
+    /// polls once a second, so its `stop_when` lags by up to a second).
+    pub async fn stop_when(&self, condition: impl Fn() -> bool) -> Result<(), Error> {
+        if !self.is_started() {
+            return Err(Error::NotStarted);
+        }
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop().await
+    }
+
+    /// Dispatches the oldest message of the global queue (only while not started) and lets its
+    /// handler begin. Returns `false` when the queue is empty instead of waiting for a message.
+    /// A pending background error is raised first.
+    pub async fn process_next(&self) -> Result<bool, Error> {
+        self.take_background()?;
+        let env = {
+            let mut lc = self.inner.lifecycle.lock();
+            if lc.state != RunState::Stopped {
+                return Err(Error::AlreadyStarted);
+            }
+            lc.queue.pop_front()
+        };
+        let Some(env) = env else { return Ok(false) };
+        self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+        self.inner.clone().dispatch(env).await;
+        self.inner.done();
+        tokio::task::yield_now().await;
+        Ok(true)
+    }
+
+    /// Stops if started, fails every message still queued with [`Error::Stopped`], then calls
+    /// [`Agent::close`] on every instantiated agent in creation order.
+    pub async fn close(&self) -> Result<(), Error> {
+        let stopped = if self.is_started() {
+            self.stop().await
+        } else {
+            Ok(())
+        };
+        let queue = std::mem::take(&mut self.inner.lifecycle.lock().queue);
+        for env in queue {
+            self.inner.queued.fetch_sub(1, Ordering::SeqCst);
+            fail_envelope(env);
+            self.inner.done();
+        }
+        for cell in self.instantiated_cells() {
+            self.inner.control(&cell, |a| a.close()).await?;
+        }
+        stopped
+    }
+
+    fn instantiated_cells(&self) -> Vec<Arc<Cell>> {
+        let mut cells: Vec<Arc<Cell>> = self
+            .inner
+            .agents
+            .read()
+            .values()
+            .filter(|c| c.is_instantiated())
+            .cloned()
+            .collect();
+        cells.sort_by_key(|c| c.seq);
+        cells
+    }
+
+    /// Every instantiated agent's state, keyed `"type/key"` in creation order: the same document
+    /// AutoGen's `save_state` produces, so a state file moves between the two.
+    pub async fn save_state(&self) -> Result<Map<String, Value>, Error> {
+        let mut out = Map::new();
+        for cell in self.instantiated_cells() {
+            let id = cell.id.clone();
+            let state = self
+                .inner
+                .control(&cell, move |a| {
+                    Box::pin(async move {
+                        a.save_state().await.map_err(|source| Error::StateFailed {
+                            agent: id,
+                            op: "save",
+                            source,
+                        })
+                    })
+                })
+                .await??;
+            out.insert(cell.id.to_string(), state);
+        }
+        Ok(out)
+    }
+
+    /// Loads a document from [`AgentRuntime::save_state`]. The whole document is validated first
+    /// (an object; every key a valid `type/key` of a registered type; factory types or existing
+    /// instances), so a malformed document changes nothing. AutoGen silently skips unknown types;
+    /// Warren names them.
+    pub async fn load_state(&self, state: &Value) -> Result<(), Error> {
+        let doc = state.as_object().ok_or_else(|| Error::InvalidState {
+            key: "<document>".to_owned(),
+            reason: format!(
+                "expected a JSON object keyed \"type/key\", got {}",
+                json_kind(state)
+            ),
+        })?;
+        let mut plan = Vec::with_capacity(doc.len());
+        for (key, value) in doc {
+            let id: AgentId = key
+                .parse()
+                .map_err(|e: crate::IdError| Error::InvalidState {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+            let cell = self.inner.cell_for(&id).map_err(|e| Error::InvalidState {
+                key: key.clone(),
+                reason: e.to_string(),
+            })?;
+            plan.push((cell, value.clone()));
+        }
+        for (cell, value) in plan {
+            let id = cell.id.clone();
+            self.inner
+                .control(&cell, move |a| {
+                    Box::pin(async move {
+                        a.load_state(value)
+                            .await
+                            .map_err(|source| Error::StateFailed {
+                                agent: id,
+                                op: "load",
+                                source,
+                            })
+                    })
+                })
+                .await??;
+        }
+        Ok(())
+    }
+
+    /// A weak handle, for agents and hosts that must not keep the runtime alive.
+    pub fn downgrade(&self) -> WeakRuntime {
+        WeakRuntime(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A weak reference to an [`AgentRuntime`].
+#[derive(Clone, Debug)]
+pub struct WeakRuntime(Weak<Inner>);
+
+impl WeakRuntime {
+    /// The runtime, if it is still alive.
+    pub fn upgrade(&self) -> Option<AgentRuntime> {
+        self.0.upgrade().map(AgentRuntime::from_inner)
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inner")
+    }
+}
+
+fn fail_envelope(env: Envelope) {
+    match env {
+        Envelope::Send { reply, ctx, .. } => {
+            let _ = reply.send(Err(Error::Stopped {
+                target: Target::Agent(ctx.recipient),
+            }));
+        }
+        Envelope::Publish { topic, message, .. } => {
+            tracing::warn!(%topic, message_type = message.type_name(), "published message discarded: the runtime stopped before routing it");
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
