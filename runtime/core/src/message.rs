@@ -247,7 +247,8 @@ impl Message {
                 }
                 decode_payload::<T>(&p)
             }
-            Repr::Empty => Err(Error::UnexpectedResponse {
+            // No value decodes as whatever JSON `null` decodes as: `()` or `Option<_>`.
+            Repr::Empty => serde_json::from_slice(b"null").map_err(|_| Error::UnexpectedResponse {
                 expected,
                 actual: "()".to_owned(),
             }),

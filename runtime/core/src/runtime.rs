@@ -873,6 +873,11 @@ impl Inner {
         let cell = self.cell_for(&recipient)?;
         self.check_sender(&options.sender)?;
         let token = options.cancellation_token.unwrap_or_default();
+        // Only interventions need the sender again after the context takes it.
+        let response_to = match self.interventions.is_empty() {
+            true => None,
+            false => options.sender.clone(),
+        };
         let ctx = MessageContext {
             sender: options.sender,
             topic_id: None,
@@ -938,7 +943,8 @@ impl Inner {
             });
             self.await_reply(Some(rx), &token, target).await
         }?;
-        self.intervene_response(result, &recipient).await
+        self.intervene_response(result, &recipient, response_to.as_ref())
+            .await
     }
 
     async fn await_reply(
@@ -1265,16 +1271,15 @@ impl Inner {
         &self,
         mut message: Message,
         responder: &AgentId,
+        recipient: Option<&AgentId>,
     ) -> Result<Message, Error> {
         if self.interventions.is_empty() {
             return Ok(message);
         }
-        // The original sender is not needed on the hot path; recover it from the frame.
-        let recipient = FRAME.try_with(|f| f.agent.clone()).ok();
         let target = || Target::Agent(responder.clone());
         for h in &self.interventions {
             let type_name = message.type_name();
-            match h.on_response(message, responder, recipient.as_ref()).await {
+            match h.on_response(message, responder, recipient).await {
                 Ok(Intervention::Forward(m)) => message = m,
                 Ok(Intervention::Drop) => {
                     return Err(Error::MessageDropped {
