@@ -1,4 +1,6 @@
 //! Warren's integration tests, compiled into one binary so the link step happens once.
 
 mod common;
+mod complete_example;
 mod conformance;
+mod departures;

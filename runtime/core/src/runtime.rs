@@ -1112,14 +1112,14 @@ impl Inner {
                 });
             }
         };
-        if let Some(exp) = expected {
-            if rust_type_of(&mut *agent) != exp.id {
-                return Err(Error::WrongAgentClass {
-                    agent_type: cell.id.agent_type().clone(),
-                    expected: exp.name,
-                    actual: agent.underlying_type_name(),
-                });
-            }
+        if let Some(exp) = expected
+            && rust_type_of(&mut *agent) != exp.id
+        {
+            return Err(Error::WrongAgentClass {
+                agent_type: cell.id.agent_type().clone(),
+                expected: exp.name,
+                actual: agent.underlying_type_name(),
+            });
         }
         {
             let mut st = cell.state.lock();

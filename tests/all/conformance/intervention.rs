@@ -321,8 +321,11 @@ async fn case_62_interventions_compose() {
     // Case 63 (a hook returning None) cannot be written: a hook returns Forward or Drop.
 }
 
+/// (responder, original sender) per response.
+type Peers = Vec<(String, Option<String>)>;
+
 #[derive(Default, Clone)]
-struct ResponsePeers(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct ResponsePeers(Arc<Mutex<Peers>>);
 
 #[async_trait]
 impl InterventionHandler for ResponsePeers {
