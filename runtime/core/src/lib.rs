@@ -63,3 +63,8 @@ pub use tokio_util::sync::CancellationToken;
 /// dependencies.
 pub use async_trait::async_trait;
 pub use futures_util::future::BoxFuture;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

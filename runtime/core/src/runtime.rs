@@ -1,7 +1,7 @@
 //! [`AgentRuntime`]: registration, routing, the queue, state and lifecycle.
 //!
 //! # Execution model
-//! - Each live agent is a [`Cell`](crate::cell) with its own FIFO mailbox; one message at a time per
+//! - Each live agent is a cell with its own FIFO mailbox; one message at a time per
 //!   agent, different agents concurrently on whatever tokio runtime the caller uses.
 //! - While the runtime is **started**, a send to an idle agent runs inline on the caller's task and
 //!   a publish is queued into each recipient's mailbox.
