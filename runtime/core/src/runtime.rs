@@ -1634,6 +1634,11 @@ impl AgentRuntime {
 pub struct WeakRuntime(Weak<Inner>);
 
 impl WeakRuntime {
+    /// A handle that refers to no runtime (for agents probed outside any runtime).
+    pub fn detached() -> Self {
+        Self(Weak::new())
+    }
+
     /// The runtime, if it is still alive.
     pub fn upgrade(&self) -> Option<AgentRuntime> {
         self.0.upgrade().map(AgentRuntime::from_inner)

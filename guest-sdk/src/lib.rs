@@ -1,0 +1,622 @@
+//! # warren-guest
+//!
+//! Write a Warren agent in Rust and compile it to a wasm32-wasip2 component. This crate is all a
+//! plugin depends on (plus `serde` for its message types): it hides the generated WIT bindings,
+//! routes each incoming message to a typed handler, encodes responses, saves and loads the agent's
+//! state through serde, and exports everything with one macro.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use warren_guest::{Agent, Context, Error, Handlers};
+//!
+//! #[derive(Serialize, Deserialize)] pub struct Inc { pub by: i64 }
+//! #[derive(Serialize, Deserialize)] pub struct Count { pub value: i64 }
+//!
+//! /// The agent struct is its state: it is saved and loaded with serde.
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Counter { value: i64 }
+//!
+//! impl Agent for Counter {
+//!     fn description() -> String { "counts".into() }
+//!     fn handlers(h: &mut Handlers<Self>) {
+//!         h.rpc(|me: &mut Counter, m: Inc, _ctx: &Context| -> Result<Count, Error> {
+//!             me.value += m.by;
+//!             Ok(Count { value: me.value })
+//!         });
+//!     }
+//! }
+//!
+//! warren_guest::export_agent!(Counter);
+//! # fn main() {}
+//! ```
+//!
+//! Handlers are tried in declaration order: the first whose message type, kind (`rpc` for direct
+//! sends, `event` for publishes, `message` for both) and optional `.when(...)` predicate match
+//! runs. A message no handler takes is answered with `Error::CannotHandle`.
+//!
+//! The crate also compiles for the host target, where the host imports are stubs that must not be
+//! called; that lets workspace-wide `clippy` and unit tests cover plugin code.
+
+extern crate self as warren_guest;
+
+use std::any::Any;
+use std::cell::RefCell;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[doc(hidden)]
+#[allow(unsafe_code, missing_debug_implementations, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin",
+        default_bindings_module: "warren_guest::bindings",
+        runtime_path: "warren_guest::__private::wit_bindgen::rt",
+    });
+}
+
+use bindings::exports::warren::agent::agent::Description;
+use bindings::warren::agent::host;
+pub use bindings::warren::agent::host::Level;
+pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, TopicId};
+
+/// The content type of every payload this SDK produces.
+pub const JSON: &str = "application/json";
+
+/// The bare name of a Rust type (`my::mod::WorkRequest` → `WorkRequest`), which is the message
+/// type name on the wire. This must agree with `warren_core::message::bare_type_name`; the
+/// integration tests check that the two produce the same names.
+pub fn bare_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment_start = 0;
+    for (i, c) in full.char_indices() {
+        match c {
+            ':' => segment_start = i + 1,
+            '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | ';' | '&' => {
+                out.push_str(&full[segment_start..i]);
+                out.push(c);
+                segment_start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push_str(&full[segment_start..]);
+    out
+}
+
+/// The message type name of `T`.
+pub fn type_name_of<T: ?Sized>() -> String {
+    bare_type_name(std::any::type_name::<T>())
+}
+
+impl AgentId {
+    /// An agent id from its type and key.
+    pub fn new(agent_type: impl Into<String>, key: impl Into<String>) -> Self {
+        Self {
+            agent_type: agent_type.into(),
+            key: key.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.agent_type, self.key)
+    }
+}
+
+impl TopicId {
+    /// A topic id from its type and source.
+    pub fn new(topic_type: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            topic_type: topic_type.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl Error {
+    /// A handler failure with a message.
+    pub fn failed(message: impl std::fmt::Display) -> Self {
+        Error::HandlerFailed(message.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Other(format!("JSON: {e}"))
+    }
+}
+
+/// Encodes `value` as a JSON payload named after its type.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
+    Ok(Payload {
+        type_name: type_name_of::<T>(),
+        content_type: JSON.to_owned(),
+        data: serde_json::to_vec(value)?,
+    })
+}
+
+/// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
+/// `serde_json::Value`, which accepts anything).
+pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
+    let expected = type_name_of::<T>();
+    if p.type_name != expected && expected != "Value" {
+        return Err(Error::Other(format!(
+            "expected a `{expected}`, got a `{}`",
+            p.type_name
+        )));
+    }
+    if p.content_type != JSON {
+        return Err(Error::Other(format!(
+            "cannot decode `{}` from {}: only {JSON} is supported",
+            p.type_name, p.content_type
+        )));
+    }
+    serde_json::from_slice(&p.data)
+        .map_err(|e| Error::Other(format!("cannot decode `{}`: {e}", p.type_name)))
+}
+
+/// Sends `message` to `recipient` as this agent and decodes its response as `R`.
+pub fn send<R: DeserializeOwned + 'static>(
+    message: &(impl Serialize + ?Sized),
+    recipient: &AgentId,
+) -> Result<R, Error> {
+    let response = host::send(recipient, &encode(message)?)?;
+    decode(&response)
+}
+
+/// Publishes `message` to `topic` as this agent.
+pub fn publish(message: &(impl Serialize + ?Sized), topic: &TopicId) -> Result<(), Error> {
+    host::publish(topic, &encode(message)?)
+}
+
+/// This instance's agent id.
+pub fn self_id() -> AgentId {
+    host::self_id()
+}
+
+/// Writes a line into the host's log, tagged with this agent's id.
+pub fn log(level: Level, message: &str) {
+    host::log(level, message)
+}
+
+/// What a handler knows about the message it is handling.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The sending agent; `None` for a message from outside any agent.
+    pub sender: Option<AgentId>,
+    /// The topic, for a published message.
+    pub topic: Option<TopicId>,
+    /// True for a direct send, false for a publish.
+    pub is_rpc: bool,
+    /// The message id.
+    pub message_id: String,
+}
+
+impl Context {
+    /// This agent's id.
+    pub fn self_id(&self) -> AgentId {
+        self_id()
+    }
+
+    /// AutoGen's `DefaultTopicId()` inside a handler: `default/<this agent's key>`.
+    pub fn default_topic(&self) -> TopicId {
+        TopicId::new("default", self_id().key)
+    }
+
+    /// Sends as this agent; see [`send`].
+    pub fn send<R: DeserializeOwned + 'static>(
+        &self,
+        message: &(impl Serialize + ?Sized),
+        recipient: &AgentId,
+    ) -> Result<R, Error> {
+        send(message, recipient)
+    }
+
+    /// Publishes as this agent; see [`publish`].
+    pub fn publish(
+        &self,
+        message: &(impl Serialize + ?Sized),
+        topic: &TopicId,
+    ) -> Result<(), Error> {
+        publish(message, topic)
+    }
+}
+
+/// An agent type. The struct is the agent's state: it is created with `Default` for a new agent
+/// id, saved with `Serialize` and restored with `Deserialize` (mark fields that are not state
+/// `#[serde(skip)]`). Export it with [`export_agent!`].
+pub trait Agent: Default + Serialize + DeserializeOwned + 'static {
+    /// Declares the handlers, once per instance.
+    fn handlers(h: &mut Handlers<Self>);
+
+    /// The description reported by `agent_metadata`.
+    fn description() -> String {
+        String::new()
+    }
+
+    /// Called once when the agent is created for `id` (after `Default`, before its first message
+    /// or a state load). The default does nothing.
+    fn init(&mut self, id: &AgentId) {
+        let _ = id;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Rpc,
+    Event,
+    Any,
+}
+
+enum Outcome {
+    /// The predicate declined; try the next handler.
+    Declined,
+    Done(Result<Option<Payload>, Error>),
+}
+
+type Call<A> = Box<dyn Fn(&mut A, &Payload, &Context) -> Outcome>;
+type Fallback<A> = Box<dyn Fn(&mut A, Payload, &Context) -> Result<Option<Payload>, Error>>;
+type Pred = Box<dyn Fn(&dyn Any, &Context) -> bool>;
+
+struct Route<A> {
+    type_name: String,
+    kind: Kind,
+    call: Call<A>,
+}
+
+/// The handler table of an [`Agent`].
+pub struct Handlers<A> {
+    routes: Vec<Route<A>>,
+    fallback: Option<Fallback<A>>,
+}
+
+impl<A> std::fmt::Debug for Handlers<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.routes.iter().map(|r| (&r.type_name, r.kind)))
+            .finish()
+    }
+}
+
+/// Returned by the [`Handlers`] methods to add a predicate to the handler just declared.
+pub struct When<T> {
+    slot: std::rc::Rc<RefCell<Option<Pred>>>,
+    _t: std::marker::PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for When<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "When<{}>", type_name_of::<T>())
+    }
+}
+
+impl<T: 'static> When<T> {
+    /// Runs the handler only when `pred` accepts the message.
+    pub fn when(self, pred: impl Fn(&T, &Context) -> bool + 'static) {
+        *self.slot.borrow_mut() = Some(Box::new(move |v, ctx| {
+            v.downcast_ref::<T>().is_some_and(|t| pred(t, ctx))
+        }));
+    }
+}
+
+impl<A: 'static> Handlers<A> {
+    fn push<T, R>(
+        &mut self,
+        kind: Kind,
+        f: impl Fn(&mut A, T, &Context) -> Result<R, Error> + 'static,
+    ) -> When<T>
+    where
+        T: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        let pred: std::rc::Rc<RefCell<Option<Pred>>> = Default::default();
+        let p = pred.clone();
+        let unit = std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>();
+        let call: Call<A> = Box::new(move |agent, payload, ctx| {
+            let value: T = match decode(payload) {
+                Ok(v) => v,
+                Err(e) => return Outcome::Done(Err(e)),
+            };
+            if let Some(pred) = &*p.borrow()
+                && !pred(&value, ctx)
+            {
+                return Outcome::Declined;
+            }
+            Outcome::Done(match f(agent, value, ctx) {
+                Ok(_) if unit => Ok(None),
+                Ok(r) => encode(&r).map(Some),
+                Err(e) => Err(e),
+            })
+        });
+        self.routes.push(Route {
+            type_name: type_name_of::<T>(),
+            kind,
+            call,
+        });
+        When {
+            slot: pred,
+            _t: std::marker::PhantomData,
+        }
+    }
+
+    /// A handler for direct sends of `T`; its `R` is the response.
+    pub fn rpc<T, R>(
+        &mut self,
+        f: impl Fn(&mut A, T, &Context) -> Result<R, Error> + 'static,
+    ) -> When<T>
+    where
+        T: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.push(Kind::Rpc, f)
+    }
+
+    /// A handler for published `T`s.
+    pub fn event<T>(
+        &mut self,
+        f: impl Fn(&mut A, T, &Context) -> Result<(), Error> + 'static,
+    ) -> When<T>
+    where
+        T: DeserializeOwned + 'static,
+    {
+        self.push(Kind::Event, f)
+    }
+
+    /// A handler for both sends and publishes of `T`.
+    pub fn message<T, R>(
+        &mut self,
+        f: impl Fn(&mut A, T, &Context) -> Result<R, Error> + 'static,
+    ) -> When<T>
+    where
+        T: DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        self.push(Kind::Any, f)
+    }
+
+    /// A handler for any message no typed handler takes, as a raw payload (for agents that
+    /// forward or echo messages whatever their type). Without one, such messages are answered
+    /// with `Error::CannotHandle`.
+    pub fn fallback(
+        &mut self,
+        f: impl Fn(&mut A, Payload, &Context) -> Result<Option<Payload>, Error> + 'static,
+    ) {
+        self.fallback = Some(Box::new(f));
+    }
+
+    /// The handled message type names, in declaration order.
+    pub fn handled_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.routes {
+            if !v.contains(&r.type_name) {
+                v.push(r.type_name.clone());
+            }
+        }
+        v
+    }
+
+    fn new() -> Self {
+        Self {
+            routes: Vec::new(),
+            fallback: None,
+        }
+    }
+
+    fn dispatch(
+        &self,
+        agent: &mut A,
+        payload: Payload,
+        ctx: &Context,
+    ) -> Result<Option<Payload>, Error> {
+        for r in &self.routes {
+            match r.kind {
+                Kind::Rpc if !ctx.is_rpc => continue,
+                Kind::Event if ctx.is_rpc => continue,
+                _ => {}
+            }
+            if r.type_name != payload.type_name {
+                continue;
+            }
+            if let Outcome::Done(result) = (r.call)(agent, &payload, ctx) {
+                return result;
+            }
+        }
+        match &self.fallback {
+            Some(f) => f(agent, payload, ctx),
+            None => Err(Error::CannotHandle(payload.type_name)),
+        }
+    }
+}
+
+/// Everything `export_agent!` expands to calls into. Not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use bindings::warren::agent::types::MessageContext;
+
+    pub use wit_bindgen;
+
+    struct Live<A> {
+        agent: A,
+        handlers: Handlers<A>,
+    }
+
+    thread_local! {
+        /// The one agent this component instance hosts, built on first use.
+        static LIVE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with_live<A: Agent, R>(f: impl FnOnce(&mut Live<A>) -> R) -> R {
+        LIVE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let live = slot.get_or_insert_with(|| {
+                let mut handlers = Handlers::new();
+                A::handlers(&mut handlers);
+                let mut agent = A::default();
+                agent.init(&self_id());
+                Box::new(Live { agent, handlers })
+            });
+            f(live
+                .downcast_mut::<Live<A>>()
+                .expect("one agent type per component"))
+        })
+    }
+
+    pub fn handle<A: Agent>(
+        ctx: MessageContext,
+        message: Payload,
+    ) -> Result<Option<Payload>, Error> {
+        let ctx = Context {
+            sender: ctx.sender,
+            topic: ctx.topic,
+            is_rpc: ctx.is_rpc,
+            message_id: ctx.message_id,
+        };
+        with_live::<A, _>(|live| live.handlers.dispatch(&mut live.agent, message, &ctx))
+    }
+
+    pub fn save_state<A: Agent>() -> Result<String, String> {
+        with_live::<A, _>(|live| serde_json::to_string(&live.agent).map_err(|e| e.to_string()))
+    }
+
+    pub fn load_state<A: Agent>(state: String) -> Result<(), String> {
+        let agent: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        with_live::<A, _>(|live| live.agent = agent);
+        Ok(())
+    }
+
+    pub fn describe<A: Agent>() -> Description {
+        Description {
+            text: A::description(),
+            handles: with_live::<A, _>(|live| live.handlers.handled_types()),
+        }
+    }
+}
+
+/// Exports an [`Agent`] type as this component's agent. Use once per plugin crate.
+#[macro_export]
+macro_rules! export_agent {
+    ($agent:ty) => {
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct __WarrenAgent;
+            impl $crate::bindings::exports::warren::agent::agent::Guest for __WarrenAgent {
+                fn handle(
+                    ctx: $crate::bindings::warren::agent::types::MessageContext,
+                    message: $crate::Payload,
+                ) -> ::core::result::Result<::core::option::Option<$crate::Payload>, $crate::Error>
+                {
+                    $crate::__private::handle::<$agent>(ctx, message)
+                }
+                fn save_state()
+                -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    $crate::__private::save_state::<$agent>()
+                }
+                fn load_state(
+                    state: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::load_state::<$agent>(state)
+                }
+                fn describe() -> $crate::bindings::exports::warren::agent::agent::Description {
+                    $crate::__private::describe::<$agent>()
+        }
+            }
+            $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Ping {
+        i: i64,
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Tester {
+        seen: Vec<String>,
+    }
+
+    impl Agent for Tester {
+        fn handlers(h: &mut Handlers<Self>) {
+            h.rpc(|me: &mut Tester, m: Ping, _| {
+                me.seen.push(format!("big {}", m.i));
+                Ok(m.i * 10)
+            })
+            .when(|m: &Ping, _| m.i > 100);
+            h.rpc(|me: &mut Tester, m: Ping, _| {
+                me.seen.push(format!("rpc {}", m.i));
+                Ok(m.i + 1)
+            });
+            h.event(|me: &mut Tester, m: Ping, _| {
+                me.seen.push(format!("event {}", m.i));
+                Ok(())
+            });
+        }
+    }
+
+    fn ctx(is_rpc: bool) -> Context {
+        Context {
+            sender: None,
+            topic: None,
+            is_rpc,
+            message_id: "m".into(),
+        }
+    }
+
+    #[test]
+    fn routes_by_type_kind_and_predicate_in_declaration_order() {
+        let mut h = Handlers::new();
+        Tester::handlers(&mut h);
+        let mut a = Tester::default();
+        let r = h
+            .dispatch(&mut a, encode(&Ping { i: 1 }).unwrap(), &ctx(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode::<i64>(&r).unwrap(), 2);
+        let r = h
+            .dispatch(&mut a, encode(&Ping { i: 500 }).unwrap(), &ctx(true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode::<i64>(&r).unwrap(), 5000);
+        let r = h
+            .dispatch(&mut a, encode(&Ping { i: 2 }).unwrap(), &ctx(false))
+            .unwrap();
+        assert!(r.is_none(), "an event handler returns no payload");
+        assert_eq!(a.seen, ["rpc 1", "big 500", "event 2"]);
+        assert_eq!(h.handled_types(), ["Ping"]);
+    }
+
+    #[test]
+    fn unknown_types_and_bad_payloads_are_typed_errors() {
+        let mut h = Handlers::new();
+        Tester::handlers(&mut h);
+        let mut a = Tester::default();
+        let e = h
+            .dispatch(&mut a, encode("text").unwrap(), &ctx(true))
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::CannotHandle(ref t) if t == "str"),
+            "{e:?}"
+        );
+        let bad = Payload {
+            type_name: "Ping".into(),
+            content_type: JSON.into(),
+            data: b"{}".to_vec(),
+        };
+        let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("missing field `i`")),
+            "{e:?}"
+        );
+    }
+}

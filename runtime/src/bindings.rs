@@ -1,0 +1,211 @@
+//! The host side of the WIT package in `wit/`: generated bindings, the `host` interface every
+//! plugin imports, and conversions between WIT values and `warren-core` values.
+
+use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
+
+use crate::host::StoreState;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub(crate) use exports::warren::agent::agent::Description;
+use warren::agent::host::Level;
+pub(crate) use warren::agent::types as wit;
+
+impl From<wit::Payload> for warren_core::Payload {
+    fn from(p: wit::Payload) -> Self {
+        Self {
+            type_name: p.type_name,
+            content_type: p.content_type,
+            data: p.data,
+        }
+    }
+}
+
+impl From<warren_core::Payload> for wit::Payload {
+    fn from(p: warren_core::Payload) -> Self {
+        Self {
+            type_name: p.type_name,
+            content_type: p.content_type,
+            data: p.data,
+        }
+    }
+}
+
+impl From<&warren_core::AgentId> for wit::AgentId {
+    fn from(a: &warren_core::AgentId) -> Self {
+        Self {
+            agent_type: a.agent_type().to_string(),
+            key: a.key().to_owned(),
+        }
+    }
+}
+
+impl From<&warren_core::TopicId> for wit::TopicId {
+    fn from(t: &warren_core::TopicId) -> Self {
+        Self {
+            topic_type: t.topic_type().to_owned(),
+            source: t.source().to_owned(),
+        }
+    }
+}
+
+pub(crate) fn context(ctx: &warren_core::MessageContext) -> wit::MessageContext {
+    wit::MessageContext {
+        sender: ctx.sender.as_ref().map(Into::into),
+        topic: ctx.topic_id.as_ref().map(Into::into),
+        is_rpc: ctx.is_rpc,
+        message_id: ctx.message_id.to_string(),
+    }
+}
+
+/// A runtime error as the guest sees it.
+pub(crate) fn to_wit_error(e: &Error) -> wit::Error {
+    match e {
+        Error::UnknownAgentType { .. } | Error::UnknownAgent { .. } => {
+            wit::Error::UnknownAgent(e.to_string())
+        }
+        Error::CantHandle { message_type, .. } => wit::Error::CannotHandle(message_type.clone()),
+        Error::CallCycle { chain } => wit::Error::CallCycle(chain.iter().map(Into::into).collect()),
+        Error::AccessDenied { .. } => wit::Error::AccessDenied(e.to_string()),
+        Error::MessageTooLarge { size, limit, .. } => wit::Error::MessageTooLarge(wit::SizeLimit {
+            size: *size as u64,
+            limit: *limit as u64,
+        }),
+        Error::DeadlineExceeded { .. } => wit::Error::DeadlineExceeded(e.to_string()),
+        Error::Stopped { .. } | Error::NotStarted => wit::Error::Stopped(e.to_string()),
+        Error::HandlerFailed { .. } | Error::HandlerPanicked { .. } | Error::Trapped { .. } => {
+            wit::Error::HandlerFailed(e.to_string())
+        }
+        other => wit::Error::Other(other.to_string()),
+    }
+}
+
+/// An error a guest returned, kept as the source of [`Error::HandlerFailed`].
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct GuestError {
+    /// The WIT error case (`unknown-agent`, `access-denied`, ...).
+    pub kind: &'static str,
+    /// Its text.
+    pub message: String,
+}
+
+/// Converts a guest's error for `message_type` into the runtime's error.
+pub(crate) fn from_wit_error(
+    agent: &warren_core::AgentId,
+    message_type: String,
+    e: wit::Error,
+) -> Error {
+    let guest = |kind: &'static str, message: String| -> warren_core::BoxError {
+        Box::new(GuestError { kind, message })
+    };
+    let source: warren_core::BoxError = match e {
+        wit::Error::CannotHandle(t) => {
+            return Error::CantHandle {
+                agent: agent.clone(),
+                message_type: t,
+            };
+        }
+        wit::Error::CallCycle(chain) => Box::new(Error::CallCycle {
+            chain: chain
+                .into_iter()
+                .filter_map(|a| warren_core::AgentId::new(a.agent_type, a.key).ok())
+                .collect(),
+        }),
+        wit::Error::UnknownAgent(m) => guest("unknown-agent", m),
+        wit::Error::AccessDenied(m) => guest("access-denied", m),
+        wit::Error::MessageTooLarge(l) => guest(
+            "message-too-large",
+            format!("{} bytes exceeds {}", l.size, l.limit),
+        ),
+        wit::Error::DeadlineExceeded(m) => guest("deadline-exceeded", m),
+        wit::Error::Stopped(m) => guest("stopped", m),
+        wit::Error::HandlerFailed(m) => guest("handler-failed", m),
+        wit::Error::Other(m) => guest("other", m),
+    };
+    Error::HandlerFailed {
+        agent: agent.clone(),
+        message_type,
+        source,
+    }
+}
+
+fn parse_agent(a: wit::AgentId) -> Result<warren_core::AgentId, wit::Error> {
+    warren_core::AgentId::new(&a.agent_type, &a.key)
+        .map_err(|e| wit::Error::UnknownAgent(format!("{}/{}: {e}", a.agent_type, a.key)))
+}
+
+impl wit::Host for StoreState {}
+
+impl warren::agent::host::Host for StoreState {
+    async fn send(
+        &mut self,
+        recipient: wit::AgentId,
+        message: wit::Payload,
+    ) -> Result<wit::Payload, wit::Error> {
+        let recipient = parse_agent(recipient)?;
+        let Some(rt) = self.runtime.upgrade() else {
+            return Err(to_wit_error(&Error::Stopped {
+                target: Target::Agent(recipient),
+            }));
+        };
+        let response = rt
+            .send_message(
+                Message::from_payload(message.into()),
+                recipient,
+                SendOptions {
+                    sender: Some(self.agent.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| to_wit_error(&e))?;
+        rt.serialize(&response)
+            .map(Into::into)
+            .map_err(|e| to_wit_error(&e))
+    }
+
+    async fn publish(
+        &mut self,
+        topic: wit::TopicId,
+        message: wit::Payload,
+    ) -> Result<(), wit::Error> {
+        let topic = warren_core::TopicId::new(&topic.topic_type, &topic.source)
+            .map_err(|e| wit::Error::Other(e.to_string()))?;
+        let Some(rt) = self.runtime.upgrade() else {
+            return Err(to_wit_error(&Error::Stopped {
+                target: Target::Topic(topic),
+            }));
+        };
+        rt.publish_message(
+            Message::from_payload(message.into()),
+            topic,
+            PublishOptions {
+                sender: Some(self.agent.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| to_wit_error(&e))
+    }
+
+    async fn self_id(&mut self) -> wit::AgentId {
+        (&self.agent).into()
+    }
+
+    async fn log(&mut self, level: Level, message: String) {
+        let agent = &self.agent;
+        match level {
+            Level::Trace => tracing::trace!(%agent, "{message}"),
+            Level::Debug => tracing::debug!(%agent, "{message}"),
+            Level::Info => tracing::info!(%agent, "{message}"),
+            Level::Warn => tracing::warn!(%agent, "{message}"),
+            Level::Error => tracing::error!(%agent, "{message}"),
+        }
+    }
+}

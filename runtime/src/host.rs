@@ -1,0 +1,653 @@
+//! The wasm host: one [`WasmHost`] (one wasmtime `Engine` and `Linker`) loads plugins and registers
+//! them as agent types in an [`AgentRuntime`].
+//!
+//! Loading a plugin checks everything that can be checked before a message arrives: the manifest,
+//! that the file is a component (not a core module or random bytes), that it compiles, that it
+//! imports nothing the host does not grant, that it exports Warren's `plugin` world, and that a
+//! probe instance starts and handles what the manifest says it handles. Each failure is a
+//! [`PluginError`] naming the plugin and the cause.
+//!
+//! Compiled components are cached on disk (keyed by a hash of the component bytes and the
+//! engine's compatibility hash), so a second start does not compile again. Each agent type is
+//! compiled once and pre-linked once (`InstancePre`); each live agent gets its own `Store`.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use warren_core::{AgentRuntime, AgentType, DynFactory, Error, Subscription};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::logpipe::LogPipe;
+use crate::manifest::{Manifest, ManifestError};
+use crate::wasm_agent::WasmAgent;
+
+/// Interfaces every plugin may import. Rust's standard library imports the `wasi:cli`
+/// environment/exit/stdio, `wasi:io`, clocks and random interfaces even when it does no I/O; the
+/// host grants them with an empty context (no environment, no arguments, stdin closed, stdout and
+/// stderr captured into the host's log).
+const GRANTED: &[&str] = &[
+    "warren:agent/host",
+    "warren:agent/types",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// Why a plugin could not be loaded. Every variant names the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The manifest is missing, unreadable or invalid; every problem is listed.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Manifest(Vec<ManifestError>),
+    /// The component file cannot be read.
+    #[error("plugin `{plugin}`: cannot read component {}: {source}", path.display())]
+    Io {
+        /// The plugin (its agent type).
+        plugin: String,
+        /// The component path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a WebAssembly component.
+    #[error("plugin `{plugin}`: {} is not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// The plugin.
+        plugin: String,
+        /// The component path.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+    /// The component is malformed or does not compile.
+    #[error("plugin `{plugin}`: the component does not compile: {cause}")]
+    Compile {
+        /// The plugin.
+        plugin: String,
+        /// wasmtime's error.
+        cause: String,
+    },
+    /// The component imports an interface the host does not grant.
+    #[error("plugin `{plugin}`: imports `{import}`, which is not granted: {why}")]
+    ImportNotGranted {
+        /// The plugin.
+        plugin: String,
+        /// The import, as the component names it.
+        import: String,
+        /// Why it is refused.
+        why: String,
+    },
+    /// The component is not a Warren agent (another world, or missing exports).
+    #[error(
+        "plugin `{plugin}`: not a Warren agent component (world `warren:agent/plugin@0.1.0`): {cause}"
+    )]
+    WrongWorld {
+        /// The plugin.
+        plugin: String,
+        /// wasmtime's explanation.
+        cause: String,
+    },
+    /// The probe instance could not start.
+    #[error("plugin `{plugin}`: a probe instance failed to start: {cause}")]
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// The trap or error.
+        cause: String,
+    },
+    /// The manifest names a message type the component does not handle.
+    #[error("plugin `{plugin}`: the manifest says it handles `{message_type}`, but the component handles only [{}]", handled.join(", "))]
+    MissingHandler {
+        /// The plugin.
+        plugin: String,
+        /// The type from the manifest.
+        message_type: String,
+        /// What the component handles.
+        handled: Vec<String>,
+    },
+    /// The host engine could not be built.
+    #[error("wasm host: {0}")]
+    Engine(String),
+    /// Registering the agent type failed.
+    #[error("plugin `{plugin}`: {source}")]
+    Register {
+        /// The plugin.
+        plugin: String,
+        /// The runtime's error.
+        #[source]
+        source: Error,
+    },
+}
+
+/// How the host allocates instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// The pooling allocator if it can be set up, otherwise on-demand (the default).
+    Auto,
+    /// Always on-demand (each instance maps its own memory).
+    OnDemand,
+    /// The pooling allocator or an error.
+    Pooling,
+}
+
+/// Host settings.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Instance allocation strategy.
+    pub allocation: Allocation,
+    /// Live instances the pooling allocator reserves slots for.
+    pub max_instances: u32,
+    /// The most linear memory one instance may use, in bytes.
+    pub max_memory: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            allocation: Allocation::Auto,
+            max_instances: 1000,
+            max_memory: 64 << 20,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/warren` or `~/.cache/warren`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("warren"))
+}
+
+/// What each agent instance's `Store` holds.
+pub(crate) struct StoreState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) agent: warren_core::AgentId,
+    pub(crate) runtime: warren_core::WeakRuntime,
+    pub(crate) stderr: LogPipe,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) struct HostInner {
+    pub(crate) engine: Engine,
+    linker: Linker<StoreState>,
+    cache_dir: Option<PathBuf>,
+    pooling: bool,
+}
+
+/// The wasm host. Cheap to clone.
+#[derive(Clone)]
+pub struct WasmHost {
+    pub(crate) inner: Arc<HostInner>,
+}
+
+impl std::fmt::Debug for WasmHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmHost")
+            .field("pooling", &self.inner.pooling)
+            .field("cache_dir", &self.inner.cache_dir)
+            .finish()
+    }
+}
+
+/// A loaded plugin: a compiled, checked, pre-linked agent type, ready to register.
+pub struct LoadedPlugin {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Where the manifest was read from.
+    pub manifest_path: PathBuf,
+    /// The component file.
+    pub component_path: PathBuf,
+    /// The description the component reports for itself.
+    pub component_description: String,
+    /// The message types the component handles.
+    pub handles: Vec<String>,
+    /// The component's imports and exports, by name.
+    pub imports: Vec<String>,
+    /// The component's exports, by name.
+    pub exports: Vec<String>,
+    /// Whether the compile cache supplied the compiled code.
+    pub from_cache: bool,
+    pub(crate) shared: Arc<PluginShared>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("agent_type", &self.manifest.agent.agent_type)
+            .field("component", &self.component_path)
+            .field("handles", &self.handles)
+            .finish()
+    }
+}
+
+/// What every instance of one plugin shares.
+pub(crate) struct PluginShared {
+    pub(crate) name: String,
+    pub(crate) pre: PluginPre<StoreState>,
+    pub(crate) host: Arc<HostInner>,
+}
+
+impl WasmHost {
+    /// A host with default settings.
+    pub fn new() -> Result<Self, PluginError> {
+        Self::with_config(HostConfig::default())
+    }
+
+    /// A host with explicit settings.
+    pub fn with_config(config: HostConfig) -> Result<Self, PluginError> {
+        let engine = match config.allocation {
+            Allocation::OnDemand => build_engine(&config, false)?,
+            Allocation::Pooling => build_engine(&config, true)?,
+            Allocation::Auto => match build_engine(&config, true) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+                    build_engine(&config, false)?
+                }
+            },
+        };
+        let pooling = engine.config_pooling();
+        let mut linker: Linker<StoreState> = Linker::new(&engine.0);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        PluginWorld::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        if let Some(dir) = &config.cache_dir
+            && let Err(e) = create_private_dir(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled");
+        }
+        Ok(Self {
+            inner: Arc::new(HostInner {
+                engine: engine.0,
+                linker,
+                cache_dir: config.cache_dir,
+                pooling,
+            }),
+        })
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn is_pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// Loads the plugin whose manifest is `manifest_path`, with the component the manifest names.
+    pub async fn load(&self, manifest_path: &Path) -> Result<LoadedPlugin, PluginError> {
+        let manifest = Manifest::load(manifest_path).map_err(PluginError::Manifest)?;
+        let dir = manifest_path.parent().unwrap_or(Path::new("."));
+        let component_path = dir.join(&manifest.agent.component);
+        self.load_with_component(manifest, manifest_path, &component_path)
+            .await
+    }
+
+    /// Loads a plugin from a parsed manifest and an explicit component file.
+    pub async fn load_with_component(
+        &self,
+        manifest: Manifest,
+        manifest_path: &Path,
+        component_path: &Path,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let plugin = manifest.agent.agent_type.clone();
+        let bytes = std::fs::read(component_path).map_err(|source| PluginError::Io {
+            plugin: plugin.clone(),
+            path: component_path.to_owned(),
+            source,
+        })?;
+        check_component_header(&plugin, component_path, &bytes)?;
+        let (component, from_cache) = self.compile(&plugin, &bytes)?;
+        let ty = component.component_type();
+        let engine = &self.inner.engine;
+        let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        for import in &imports {
+            check_import(&plugin, import)?;
+        }
+        let pre =
+            self.inner
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| PluginError::WrongWorld {
+                    plugin: plugin.clone(),
+                    cause: format!("{e:#}"),
+                })?;
+        let pre = PluginPre::new(pre).map_err(|e| PluginError::WrongWorld {
+            plugin: plugin.clone(),
+            cause: format!("{e:#}"),
+        })?;
+        let shared = Arc::new(PluginShared {
+            name: plugin.clone(),
+            pre,
+            host: self.inner.clone(),
+        });
+        // A probe instance: proves the component starts, and asks what it handles.
+        let probe_id = warren_core::AgentId::from_parts(manifest.agent_type(), "warren-probe");
+        let described = WasmAgent::probe(&shared, probe_id).await.map_err(|cause| {
+            PluginError::Instantiate {
+                plugin: plugin.clone(),
+                cause,
+            }
+        })?;
+        for t in &manifest.agent.handles {
+            if !described.handles.contains(t) {
+                return Err(PluginError::MissingHandler {
+                    plugin,
+                    message_type: t.clone(),
+                    handled: described.handles,
+                });
+            }
+        }
+        Ok(LoadedPlugin {
+            manifest_path: manifest_path.to_owned(),
+            component_path: component_path.to_owned(),
+            component_description: described.text,
+            handles: described.handles,
+            imports,
+            exports,
+            from_cache,
+            shared,
+            manifest,
+        })
+    }
+
+    /// Registers a loaded plugin in `runtime` under its manifest's agent type, with its
+    /// subscriptions and the `"<type>:"` direct-message subscription.
+    pub async fn register(
+        &self,
+        runtime: &AgentRuntime,
+        plugin: &LoadedPlugin,
+    ) -> Result<AgentType, PluginError> {
+        self.register_as(
+            runtime,
+            plugin,
+            plugin.manifest.agent_type(),
+            plugin.manifest.subscriptions(),
+        )
+        .await
+    }
+
+    /// Registers a loaded plugin under another agent type with explicit subscriptions (for
+    /// embedders that run one component as several agent types).
+    pub async fn register_as(
+        &self,
+        runtime: &AgentRuntime,
+        plugin: &LoadedPlugin,
+        agent_type: AgentType,
+        subscriptions: Vec<Subscription>,
+    ) -> Result<AgentType, PluginError> {
+        let err = |source| PluginError::Register {
+            plugin: plugin.shared.name.clone(),
+            source,
+        };
+        let shared = plugin.shared.clone();
+        let description = if plugin.manifest.agent.description.is_empty() {
+            plugin.component_description.clone()
+        } else {
+            plugin.manifest.agent.description.clone()
+        };
+        let factory: Arc<DynFactory> = Arc::new(move |ctx| {
+            let shared = shared.clone();
+            let description = description.clone();
+            Box::pin(async move {
+                let agent = WasmAgent::new(shared, ctx, description).await?;
+                Ok(Box::new(agent) as Box<dyn warren_core::Agent>)
+            })
+        });
+        let t = runtime
+            .register_factory_dyn(agent_type.as_str(), factory, None)
+            .await
+            .map_err(err)?;
+        for s in subscriptions {
+            runtime.add_subscription(s).await.map_err(err)?;
+        }
+        runtime
+            .add_subscription(Subscription::direct_message(t.clone()))
+            .await
+            .map_err(err)?;
+        Ok(t)
+    }
+
+    /// Compiles a component, or loads its compiled form from the cache.
+    fn compile(&self, plugin: &str, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        let engine = &self.inner.engine;
+        let cached = self.inner.cache_dir.as_ref().map(|dir| {
+            let mut h = Sha256::new();
+            h.update(bytes);
+            let mut eh = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut eh);
+            h.update(eh.finish().to_le_bytes());
+            let name: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            dir.join(format!("{name}.cwasm"))
+        });
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            match load_precompiled(engine, path) {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unusable cache entry")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| PluginError::Compile {
+            plugin: plugin.to_owned(),
+            cause: format!("{e:#}"),
+        })?;
+        if let Some(path) = &cached
+            && let Err(e) = store_precompiled(&component, path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the compile cache");
+        }
+        Ok((component, false))
+    }
+
+    /// A fresh `Store` for one agent instance: an empty WASI context (no environment, arguments,
+    /// files or network; stdin closed) with stdout and stderr going to the log.
+    pub(crate) fn new_store(
+        inner: &HostInner,
+        agent: warren_core::AgentId,
+        runtime: warren_core::WeakRuntime,
+    ) -> Store<StoreState> {
+        let stdout = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stdout);
+        let stderr = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stderr);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout)
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Store::new(
+            &inner.engine,
+            StoreState {
+                wasi,
+                table: ResourceTable::new(),
+                agent,
+                runtime,
+                stderr,
+            },
+        )
+    }
+}
+
+struct BuiltEngine(Engine, bool);
+
+impl BuiltEngine {
+    fn config_pooling(&self) -> bool {
+        self.1
+    }
+}
+
+fn engine_err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Engine(e.to_string())
+}
+
+fn build_engine(config: &HostConfig, pooling: bool) -> Result<BuiltEngine, PluginError> {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    if pooling {
+        let n = config.max_instances.max(1);
+        let mut p = PoolingAllocationConfig::default();
+        // A Rust wasip2 component has a handful of core instances (the program plus adapter
+        // shims), each with at most one memory and one table.
+        p.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            // Every live async store pins one fiber stack.
+            .total_stacks(n)
+            .max_memory_size(config.max_memory);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+        // Reserve only what an instance may use, so many slots fit in the address space.
+        c.memory_reservation(config.max_memory as u64);
+        c.memory_guard_size(64 << 10);
+    }
+    let engine = Engine::new(&c).map_err(engine_err)?;
+    if pooling {
+        // Creating the pool reserves its address space lazily; prove it works now, so `Auto` can
+        // fall back instead of failing on the first instance.
+        let probe: Store<()> = Store::new(&engine, ());
+        drop(probe);
+    }
+    Ok(BuiltEngine(engine, pooling))
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn store_precompiled(component: &Component, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let bytes = component.serialize()?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own compiled output. Files in
+    // the cache directory are written only by `store_precompiled` (atomically, via rename), the
+    // directory is created private to this user, and the name is the SHA-256 of the component
+    // bytes plus the engine's compatibility hash, so a file compiled by another engine
+    // configuration is never picked up. wasmtime additionally checks the header and version.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+/// Tells a component from a core module or a file that is not wasm at all.
+fn check_component_header(plugin: &str, path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
+    let reason = if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        Some("not a WebAssembly file (no `\\0asm` header)".to_owned())
+    } else if bytes[4..8] == [1, 0, 0, 0] {
+        Some("a core WebAssembly module, not a component: build it with `--target wasm32-wasip2` (or `warren build`)".to_owned())
+    } else if bytes[6..8] != [1, 0] {
+        Some(format!("unknown WebAssembly layer {:?}", &bytes[4..8]))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(PluginError::NotAComponent {
+            plugin: plugin.to_owned(),
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_import(plugin: &str, import: &str) -> Result<(), PluginError> {
+    let name = import.split('@').next().unwrap_or(import);
+    if GRANTED.contains(&name) {
+        return Ok(());
+    }
+    let why = if name.starts_with("wasi:filesystem/") {
+        "Warren grants no filesystem access to plugins"
+    } else if name.starts_with("wasi:sockets/") {
+        "Warren grants no network access to plugins"
+    } else {
+        "the host does not provide this interface"
+    };
+    Err(PluginError::ImportNotGranted {
+        plugin: plugin.to_owned(),
+        import: import.to_owned(),
+        why: why.to_owned(),
+    })
+}
+
+/// How long a probe instance may take to start and describe itself.
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_modules_and_junk_from_components() {
+        let p = Path::new("x.wasm");
+        let junk = check_component_header("x", p, b"hello world").unwrap_err();
+        assert!(
+            junk.to_string().contains("not a WebAssembly file"),
+            "{junk}"
+        );
+        let module = check_component_header("x", p, b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(
+            module.to_string().contains("core WebAssembly module"),
+            "{module}"
+        );
+        check_component_header("x", p, b"\0asm\x0d\0\x01\0").unwrap();
+    }
+
+    #[test]
+    fn imports_outside_the_grant_are_named() {
+        check_import("x", "wasi:cli/environment@0.2.6").unwrap();
+        let e = check_import("x", "wasi:filesystem/types@0.2.6").unwrap_err();
+        assert!(e.to_string().contains("wasi:filesystem/types@0.2.6"), "{e}");
+        assert!(e.to_string().contains("no filesystem"), "{e}");
+        let e = check_import("x", "wasi:http/outgoing-handler@0.2.6").unwrap_err();
+        assert!(e.to_string().contains("does not provide"), "{e}");
+    }
+}

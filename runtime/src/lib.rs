@@ -1,0 +1,29 @@
+//! # warren-runtime
+//!
+//! Warren's wasm host on top of [`warren_core`]: each agent type is a WIT component
+//! (`wit/`, world `warren:agent/plugin@0.1.0`) compiled once and instantiated once per live agent,
+//! side by side with native Rust agents in the same [`AgentRuntime`].
+//!
+//! ```no_run
+//! use warren_runtime::{AgentRuntime, WasmHost};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = WasmHost::new()?;
+//! let runtime = AgentRuntime::new();
+//! let echo = host.load("plugins/echo/plugin.toml".as_ref()).await?;
+//! host.register(&runtime, &echo).await?;
+//! runtime.start()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Everything of `warren-core` is re-exported, so embedders depend on this crate alone.
+
+mod bindings;
+pub mod host;
+mod logpipe;
+pub mod manifest;
+mod wasm_agent;
+
+pub use bindings::GuestError;
+pub use host::{Allocation, HostConfig, LoadedPlugin, PluginError, WasmHost};
+pub use manifest::{Manifest, ManifestError};
+pub use warren_core::*;

@@ -1,0 +1,134 @@
+//! A guest's stdout and stderr: each line becomes a `tracing` event tagged with the agent id, and
+//! the last few hundred bytes of stderr are kept so a trap can say what the guest printed before
+//! it died (a Rust guest prints its panic message there before aborting).
+//!
+//! Nothing a guest writes can block or trap it: output beyond a line's bound is cut, never refused.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+use warren_core::AgentId;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// How much of one line is kept before it is emitted anyway.
+const MAX_LINE: usize = 4096;
+/// How much recent stderr is kept for trap reports.
+const TAIL: usize = 512;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Stream {
+    Stdout,
+    Stderr,
+}
+
+struct State {
+    line: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+/// One guest output stream.
+#[derive(Clone)]
+pub(crate) struct LogPipe {
+    agent: AgentId,
+    stream: Stream,
+    state: Arc<Mutex<State>>,
+}
+
+impl LogPipe {
+    pub(crate) fn new(agent: AgentId, stream: Stream) -> Self {
+        Self {
+            agent,
+            stream,
+            state: Arc::new(Mutex::new(State {
+                line: Vec::new(),
+                tail: Vec::new(),
+            })),
+        }
+    }
+
+    /// The most recent output (including an unfinished line), for a trap report.
+    pub(crate) fn tail(&self) -> String {
+        let st = self.state.lock();
+        let mut t = st.tail.clone();
+        t.extend_from_slice(&st.line);
+        let start = t.len().saturating_sub(TAIL);
+        String::from_utf8_lossy(&t[start..]).trim().to_owned()
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end();
+        match self.stream {
+            Stream::Stdout => tracing::info!(agent = %self.agent, stream = "stdout", "{text}"),
+            Stream::Stderr => tracing::warn!(agent = %self.agent, stream = "stderr", "{text}"),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) {
+        let mut st = self.state.lock();
+        for &b in buf {
+            if b == b'\n' || st.line.len() >= MAX_LINE {
+                let line = std::mem::take(&mut st.line);
+                self.emit(&line);
+                st.tail.extend_from_slice(&line);
+                st.tail.push(b'\n');
+                let excess = st.tail.len().saturating_sub(TAIL);
+                st.tail.drain(..excess);
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            st.line.push(b);
+        }
+    }
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for LogPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_bounded_tail_of_lines() {
+        let p = LogPipe::new(AgentId::new("a", "1").unwrap(), Stream::Stderr);
+        for i in 0..200 {
+            p.write(format!("line {i}\n").as_bytes());
+        }
+        p.write(b"panicked at src/lib.rs:3: boom");
+        let tail = p.tail();
+        assert!(tail.ends_with("panicked at src/lib.rs:3: boom"), "{tail}");
+        assert!(tail.len() <= TAIL + 40, "{}", tail.len());
+        assert!(!tail.contains("line 0\n"));
+    }
+}
