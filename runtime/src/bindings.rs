@@ -63,8 +63,23 @@ pub(crate) fn context(ctx: &warren_core::MessageContext) -> wit::MessageContext 
     }
 }
 
-/// A runtime error as the guest sees it.
+/// The call cycle behind `e`, if one caused it (possibly several handlers down the chain).
+fn root_cycle(e: &Error) -> Option<&[warren_core::AgentId]> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(Error::CallCycle { chain }) = cur.downcast_ref::<Error>() {
+            return Some(chain);
+        }
+        cur = cur.source()?;
+    }
+}
+
+/// A runtime error as the guest sees it. A failure caused by a call cycle further down is
+/// reported as that cycle, so a guest can react to it whatever depth it happened at.
 pub(crate) fn to_wit_error(e: &Error) -> wit::Error {
+    if let Some(chain) = root_cycle(e) {
+        return wit::Error::CallCycle(chain.iter().map(Into::into).collect());
+    }
     match e {
         Error::UnknownAgentType { .. } | Error::UnknownAgent { .. } => {
             wit::Error::UnknownAgent(e.to_string())

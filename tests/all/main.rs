@@ -4,3 +4,4 @@ mod common;
 mod complete_example;
 mod conformance;
 mod departures;
+mod wasm;

@@ -1,0 +1,338 @@
+//! Wasm and native agents are interchangeable: they register through the same runtime, exchange
+//! messages both ways, appear in `save_state`, and get the same typed errors.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use warren_runtime::{
+    AgentId, AgentRuntime, AgentType, BoxError, Error, MessageContext, RoutedAgent, Routes,
+    Subscription,
+};
+
+use super::{guests, host, load, runtime_with};
+use crate::common::*;
+
+fn id(s: &str) -> AgentId {
+    s.parse().unwrap()
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Ping {
+    i: i64,
+}
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Pong {
+    i: i64,
+}
+
+#[tokio::test]
+async fn native_caller_gets_typed_answers_from_a_wasm_agent() {
+    let rt = runtime_with(&[("echo", guests::ECHO)]).await;
+    rt.start().unwrap();
+    let pong: Pong = within(rt.send(Ping { i: 41 }, &id("echo/k")))
+        .await
+        .unwrap();
+    assert_eq!(pong, Pong { i: 41 });
+    // The fallback handler echoes any other type unchanged.
+    let back: MessageType = within(rt.send(MessageType::new("hi"), &id("echo/k")))
+        .await
+        .unwrap();
+    assert_eq!(back.text, "hi");
+    let md = within(rt.agent_metadata(&id("echo/k"))).await.unwrap();
+    assert_eq!(md.description, "Echoes every message back to its sender");
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
+/// The native twin of the `relay` plugin's `Forward` handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Forward {
+    path: Vec<String>,
+}
+
+struct NativeRelay;
+impl RoutedAgent for NativeRelay {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc(|_: &mut NativeRelay, m: &Forward, ctx: &MessageContext| {
+            Box::pin(async move {
+                let Some((next, rest)) = m.path.split_first() else {
+                    return Ok::<_, BoxError>(format!("answered by {}", ctx.agent_id()));
+                };
+                Ok(ctx
+                    .send::<String>(
+                        Forward {
+                            path: rest.to_vec(),
+                        },
+                        &next.parse()?,
+                    )
+                    .await?)
+            })
+        });
+    }
+}
+
+async fn mixed() -> AgentRuntime {
+    let rt = runtime_with(&[("relay", guests::RELAY)]).await;
+    rt.register_routed("native", |_| NativeRelay).await.unwrap();
+    rt.start().unwrap();
+    rt
+}
+
+fn path(p: &[&str]) -> Forward {
+    Forward {
+        path: p.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn messages_flow_both_ways_between_wasm_and_native() {
+    let rt = mixed().await;
+    // native -> wasm -> native -> wasm -> wasm, answered at the end.
+    let r: String = within(rt.send(
+        path(&["hop/a", "native/b", "hop/c", "hop/d"]),
+        &id("native/start"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r, "answered by hop/d");
+    let r: String = within(rt.send(path(&["native/x"]), &id("hop/y")))
+        .await
+        .unwrap();
+    assert_eq!(r, "answered by native/x");
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
+fn chain_in(e: &Error) -> Vec<String> {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    loop {
+        if let Some(Error::CallCycle { chain }) = cur.downcast_ref::<Error>() {
+            return chain.iter().map(|a| a.to_string()).collect();
+        }
+        match std::error::Error::source(cur) {
+            Some(s) => cur = s,
+            None => panic!("no call cycle in: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn call_cycles_through_wasm_agents_are_typed_errors() {
+    let rt = mixed().await;
+    // wasm -> wasm (self)
+    let e = within(rt.send::<String>(path(&["hop/a"]), &id("hop/a")))
+        .await
+        .unwrap_err();
+    assert_eq!(chain_in(&e), ["hop/a", "hop/a"], "{e}");
+    // wasm -> native -> wasm
+    let e = within(rt.send::<String>(path(&["native/n", "hop/a"]), &id("hop/a")))
+        .await
+        .unwrap_err();
+    assert_eq!(chain_in(&e), ["hop/a", "native/n", "hop/a"], "{e}");
+    // The instances are healthy afterwards: no trap, no stuck mailbox.
+    let r: String = within(rt.send(path(&["native/n", "hop/b"]), &id("hop/a")))
+        .await
+        .unwrap();
+    assert_eq!(r, "answered by hop/b");
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HopReq {
+    i: i64,
+    hops: i64,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct HopResp {
+    i: i64,
+    hops: i64,
+}
+
+#[tokio::test]
+async fn ten_hop_chain_of_wasm_agents() {
+    let rt = runtime_with(&[("relay", guests::RELAY)]).await;
+    rt.start().unwrap();
+    for i in 0..20 {
+        let r: HopResp = within(rt.send(HopReq { i, hops: 0 }, &id("hop/0")))
+            .await
+            .unwrap();
+        assert_eq!((r.i, r.hops), (i, 10));
+    }
+    assert_eq!(rt.live_agents(), 10);
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Inc {
+    by: i64,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct GetState {}
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct StateView {
+    counter: i64,
+    note: String,
+}
+
+#[tokio::test]
+async fn wasm_state_survives_save_and_load_across_runtimes() {
+    let a = runtime_with(&[("counter", guests::COUNTER)]).await;
+    a.register_routed("native", |_| Loopback::new(Calls::default()))
+        .await
+        .unwrap();
+    a.start().unwrap();
+    within(a.send::<Pong>(Inc { by: 5 }, &id("counter/x")))
+        .await
+        .unwrap();
+    within(a.send::<Pong>(Inc { by: 2 }, &id("counter/x")))
+        .await
+        .unwrap();
+    within(a.send::<MessageType>(MessageType::new("n"), &id("native/k")))
+        .await
+        .unwrap();
+    let doc = within(a.save_state()).await.unwrap();
+    let note = format!("note-x{}", ".".repeat(58));
+    // Wasm and native agents side by side, in AutoGen's document shape.
+    assert_eq!(
+        serde_json::Value::Object(doc.clone()),
+        json!({ "counter/x": { "counter": 7, "note": note }, "native/k": {} })
+    );
+    let text = serde_json::to_string(&doc).unwrap();
+    let b = runtime_with(&[("counter", guests::COUNTER)]).await;
+    b.register_routed("native", |_| Loopback::new(Calls::default()))
+        .await
+        .unwrap();
+    within(b.load_state(&serde_json::from_str(&text).unwrap()))
+        .await
+        .unwrap();
+    b.start().unwrap();
+    let v: StateView = within(b.send(GetState {}, &id("counter/x"))).await.unwrap();
+    assert_eq!(v, StateView { counter: 7, note });
+    within(b.stop_when_idle()).await.unwrap();
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WorkRequest {
+    work_id: String,
+    data: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WorkResponse {
+    work_id: String,
+    result: String,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ProgressEvent {
+    work_id: String,
+    progress: f64,
+}
+
+/// A native monitor, to watch the wasm worker's events next to the wasm monitor.
+struct NativeMonitor(Arc<Mutex<Vec<f64>>>);
+impl RoutedAgent for NativeMonitor {
+    fn routes(r: &mut Routes<Self>) {
+        r.event_sync(|a: &mut NativeMonitor, m: &ProgressEvent, _| {
+            a.0.lock().push(m.progress);
+            Ok::<_, BoxError>(())
+        });
+    }
+}
+
+#[tokio::test]
+async fn complete_example_with_wasm_worker_and_monitor() {
+    let cap = Capture::default();
+    let _g = cap.install();
+    let rt = runtime_with(&[("worker", guests::WORKER), ("monitor", guests::MONITOR)]).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    rt.register_routed("native-monitor", move |_| NativeMonitor(s.clone()))
+        .await
+        .unwrap();
+    rt.add_subscription(Subscription::type_subscription(
+        "progress",
+        AgentType::new("native-monitor").unwrap(),
+    ))
+    .await
+    .unwrap();
+    rt.start().unwrap();
+    let request = WorkRequest {
+        work_id: "task-1".into(),
+        data: "sample data".into(),
+    };
+    let r: WorkResponse = within(rt.send(request, &id("worker/default")))
+        .await
+        .unwrap();
+    assert_eq!(r.result, "Processed: sample data");
+    within(rt.stop_when_idle()).await.unwrap();
+    assert_eq!(*seen.lock(), [0.25, 0.5, 0.75, 1.0]);
+    for pct in ["25.0", "50.0", "75.0", "100.0"] {
+        let line = format!("Progress: task-1 - {pct}%");
+        assert!(
+            cap.has_event(tracing::Level::INFO, &line),
+            "monitor did not log {line}"
+        );
+    }
+    // The wasm monitor kept the events in its state.
+    let state = within(rt.agent_save_state(&id("monitor/task-1")))
+        .await
+        .unwrap();
+    assert_eq!(state["progress_log"].as_array().map(|a| a.len()), Some(4));
+}
+
+#[tokio::test]
+async fn plugin_logs_are_tagged_with_the_agent_id() {
+    let cap = Capture::default();
+    let _g = cap.install();
+    let rt = runtime_with(&[("worker", guests::WORKER)]).await;
+    rt.start().unwrap();
+    let request = WorkRequest {
+        work_id: "w9".into(),
+        data: "d".into(),
+    };
+    within(rt.send::<WorkResponse>(request, &id("worker/default")))
+        .await
+        .unwrap();
+    assert!(cap.has_event(tracing::Level::INFO, "agent=worker/default"));
+    assert!(cap.has_event(tracing::Level::INFO, "processed w9"));
+}
+
+#[tokio::test]
+async fn compiled_components_are_cached() {
+    let first = load("echo", guests::ECHO).await.unwrap();
+    let second = load("echo", guests::ECHO).await.unwrap();
+    // The first load in this test binary may or may not have compiled; the second never does.
+    let _ = first.from_cache;
+    assert!(second.from_cache, "second load compiled again");
+    assert!(
+        second.handles.contains(&"Ping".to_owned()),
+        "{:?}",
+        second.handles
+    );
+    assert!(
+        second
+            .imports
+            .iter()
+            .any(|i| i.starts_with("warren:agent/host")),
+        "{:?}",
+        second.imports
+    );
+    assert!(
+        second
+            .exports
+            .iter()
+            .any(|e| e.starts_with("warren:agent/agent")),
+        "{:?}",
+        second.exports
+    );
+}
+
+#[tokio::test]
+async fn registration_errors_are_typed() {
+    let rt = runtime_with(&[("echo", guests::ECHO)]).await;
+    let again = load("echo", guests::ECHO).await.unwrap();
+    let e = host().register(&rt, &again).await.unwrap_err();
+    assert!(e.to_string().contains("already registered"), "{e}");
+    // A native type cannot take a plugin's name either.
+    let e = rt.register_routed("echo", |_| Noop).await.unwrap_err();
+    assert!(matches!(e, Error::AgentTypeExists { .. }), "{e}");
+}

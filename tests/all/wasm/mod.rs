@@ -1,0 +1,70 @@
+//! Wasm agents (issue #3): plugins loaded as components, interchangeable with native agents.
+
+mod bad_input;
+mod conformance;
+mod interop;
+mod traps;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use warren_runtime::{AgentRuntime, HostConfig, LoadedPlugin, Manifest, PluginError, WasmHost};
+
+/// The guest components built by `tests/build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// One host for the whole test binary, with a compile cache inside `target/`, so each component
+/// is compiled once per machine rather than once per test.
+pub fn host() -> WasmHost {
+    static HOST: OnceLock<WasmHost> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let cache = Path::new(guests::ROOT)
+            .join("target")
+            .join("test-compile-cache");
+        WasmHost::with_config(HostConfig {
+            cache_dir: Some(cache),
+            max_instances: 2000,
+            ..HostConfig::default()
+        })
+        .expect("wasm host")
+    })
+    .clone()
+}
+
+/// The manifest of plugin `name`: an example plugin under `plugins/`, or a test fixture under
+/// `tests/fixtures/`.
+pub fn manifest_path(name: &str) -> PathBuf {
+    let root = Path::new(guests::ROOT);
+    let example = root.join("plugins").join(name).join("plugin.toml");
+    if example.exists() {
+        example
+    } else {
+        root.join("tests")
+            .join("fixtures")
+            .join(name)
+            .join("plugin.toml")
+    }
+}
+
+/// Loads `plugins/<name>` with the component the tests built.
+pub async fn load(name: &str, component: &str) -> Result<LoadedPlugin, PluginError> {
+    let path = manifest_path(name);
+    let manifest = Manifest::load(&path).map_err(PluginError::Manifest)?;
+    host()
+        .load_with_component(manifest, &path, Path::new(component))
+        .await
+}
+
+/// Loads and registers plugins into a fresh runtime.
+pub async fn runtime_with(plugins: &[(&str, &str)]) -> AgentRuntime {
+    let rt = AgentRuntime::new();
+    for (name, component) in plugins {
+        let p = load(name, component)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        host().register(&rt, &p).await.unwrap();
+    }
+    rt
+}
