@@ -18,6 +18,7 @@
 //! Everything of `warren-core` is re-exported, so embedders depend on this crate alone.
 
 mod bindings;
+pub mod discover;
 pub mod host;
 mod logpipe;
 pub mod manifest;

@@ -1,5 +1,6 @@
 //! `worker`: the Worker of AutoGen's Complete Example. Answers a `WorkRequest` with a
-//! `WorkResponse` after publishing four `ProgressEvent`s to topic `progress/<work_id>`.
+//! `WorkResponse` after publishing four `ProgressEvent`s to topic `progress/<work_id>`, 100 ms
+//! apart.
 
 use serde::{Deserialize, Serialize};
 use warren_guest::{Agent, Context, Error, Handlers, Level, TopicId};
@@ -39,6 +40,9 @@ impl Agent for Worker {
                     progress,
                 };
                 ctx.publish(&event, &topic)?;
+                // As in AutoGen's example: give subscribers time to print. The sleep suspends
+                // only this instance; the host keeps running the monitor meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
             warren_guest::log(Level::Info, &format!("processed {}", m.work_id));
             Ok::<_, Error>(WorkResponse {
