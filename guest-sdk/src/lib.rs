@@ -530,7 +530,7 @@ macro_rules! export_agent {
             // the glue without them, since export names like `warren:agent/agent@0.1.0#handle`
             // are not valid symbol names in a native shared library.
             #[cfg(target_arch = "wasm32")]
-            $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
         };
     };
 }

@@ -45,7 +45,8 @@ pub fn discover(roots: &[PathBuf]) -> Result<Vec<FoundPlugin>, Vec<ManifestError
                     file: root.clone(),
                     key: "<path>".into(),
                     problem: format!("contains no `{MANIFEST}`"),
-                    fix: "create a plugin with `warren new NAME`, or point at the right directory".into(),
+                    fix: "create a plugin with `warren new NAME`, or point at the right directory"
+                        .into(),
                 });
             }
         }
@@ -112,11 +113,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         out.push(manifest);
         return;
     }
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n != "target" && !n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n != "target" && !n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     dirs.sort();
     for d in dirs {
@@ -144,13 +151,28 @@ mod tests {
     #[test]
     fn finds_nested_plugins_and_reports_every_problem() {
         let root = tmp("all");
-        plugin(&root, "a", "[agent]\ntype = \"a\"\ncomponent = \"a.wasm\"\n");
-        plugin(&root, "group/b", "[agent]\ntype = \"a\"\ncomponent = \"b.wasm\"\n");
-        plugin(&root, "c", "[agent]\ntype = \"c\"\ncomponent = \"c.wasm\"\nbogus = 1\n");
+        plugin(
+            &root,
+            "a",
+            "[agent]\ntype = \"a\"\ncomponent = \"a.wasm\"\n",
+        );
+        plugin(
+            &root,
+            "group/b",
+            "[agent]\ntype = \"a\"\ncomponent = \"b.wasm\"\n",
+        );
+        plugin(
+            &root,
+            "c",
+            "[agent]\ntype = \"c\"\ncomponent = \"c.wasm\"\nbogus = 1\n",
+        );
         let errors = discover(&[root.clone(), root.join("missing")]).unwrap_err();
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(errors.len(), 3, "{text:#?}");
-        assert!(text.iter().any(|t| t.contains("missing") && t.contains("does not exist")));
+        assert!(
+            text.iter()
+                .any(|t| t.contains("missing") && t.contains("does not exist"))
+        );
         assert!(text.iter().any(|t| t.contains("bogus")));
         assert!(text.iter().any(|t| t.contains("also claimed by")));
     }
@@ -158,7 +180,11 @@ mod tests {
     #[test]
     fn missing_components_say_how_to_build_them() {
         let root = tmp("comp");
-        plugin(&root, "a", "[agent]\ntype = \"a\"\ncomponent = \"a.wasm\"\n");
+        plugin(
+            &root,
+            "a",
+            "[agent]\ntype = \"a\"\ncomponent = \"a.wasm\"\n",
+        );
         let found = discover(std::slice::from_ref(&root)).unwrap();
         let errors = check_components(&found);
         assert_eq!(errors.len(), 1);

@@ -43,12 +43,19 @@ pub fn build_dirs(dirs: &[PathBuf], target_dir: Option<&Path>) -> anyhow::Result
         let manifest = Manifest::load(&manifest_path).map_err(|errors| {
             anyhow::anyhow!(
                 "{}",
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         })?;
         let cargo_toml = dir.join("Cargo.toml");
         if !cargo_toml.is_file() {
-            bail!("{}: no Cargo.toml; `warren build` builds plugin crates (create one with `warren new NAME`)", dir.display());
+            bail!(
+                "{}: no Cargo.toml; `warren build` builds plugin crates (create one with `warren new NAME`)",
+                dir.display()
+            );
         }
         let wasm = cargo_build(&cargo_toml, target_dir)?;
         let dest = dir.join(&manifest.agent.component);
@@ -71,7 +78,13 @@ fn cargo_build(cargo_toml: &Path, target_dir: Option<&Path>) -> anyhow::Result<P
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(cargo_toml)
-        .args(["--target", "wasm32-wasip2", "--release", "--message-format", "json-render-diagnostics"])
+        .args([
+            "--target",
+            "wasm32-wasip2",
+            "--release",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
         .args(["--config", "profile.release.opt-level=\"s\""])
         .args(["--config", "profile.release.lto=true"])
         .args(["--config", "profile.release.codegen-units=1"])
@@ -96,7 +109,9 @@ fn cargo_build(cargo_toml: &Path, target_dir: Option<&Path>) -> anyhow::Result<P
     }
     let mut wasm = None;
     for l in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(l) else {
+            continue;
+        };
         let is_cdylib = v["target"]["crate_types"]
             .as_array()
             .is_some_and(|k| k.iter().any(|t| t == "cdylib"));

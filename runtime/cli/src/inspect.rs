@@ -11,7 +11,11 @@ use crate::output::{fatal, line};
 
 /// `warren inspect PLUGIN`.
 pub async fn inspect(plugin: &Path) -> u8 {
-    let manifest = if plugin.is_dir() { plugin.join(MANIFEST) } else { plugin.to_owned() };
+    let manifest = if plugin.is_dir() {
+        plugin.join(MANIFEST)
+    } else {
+        plugin.to_owned()
+    };
     let host = match WasmHost::new() {
         Ok(h) => h,
         Err(e) => {
@@ -22,7 +26,12 @@ pub async fn inspect(plugin: &Path) -> u8 {
     match host.load(&manifest).await {
         Ok(p) => {
             let m = &p.manifest.agent;
-            let subs: Vec<String> = p.manifest.subscriptions().iter().map(|s| s.to_string()).collect();
+            let subs: Vec<String> = p
+                .manifest
+                .subscriptions()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             line(
                 "plugin",
                 json!({
@@ -40,9 +49,17 @@ pub async fn inspect(plugin: &Path) -> u8 {
                     "plugin      {}\nagent type  {}\ndescription {}\ncomponent   {}\nsubscribes  {}\nhandles     {}\nimports     {}\nexports     {}",
                     p.manifest_path.display(),
                     m.agent_type,
-                    if m.description.is_empty() { &p.component_description } else { &m.description },
+                    if m.description.is_empty() {
+                        &p.component_description
+                    } else {
+                        &m.description
+                    },
                     p.component_path.display(),
-                    if subs.is_empty() { "-".to_owned() } else { subs.join(", ") },
+                    if subs.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        subs.join(", ")
+                    },
                     p.handles.join(", "),
                     p.imports.join("\n            "),
                     p.exports.join("\n            "),
@@ -82,11 +99,18 @@ pub async fn validate(dirs: &[PathBuf]) -> u8 {
         }
     };
     for p in found.iter().filter(|p| p.component_path.exists()) {
-        match host.load_with_component(p.manifest.clone(), &p.manifest_path, &p.component_path).await {
+        match host
+            .load_with_component(p.manifest.clone(), &p.manifest_path, &p.component_path)
+            .await
+        {
             Ok(loaded) => line(
                 "valid",
                 json!({ "plugin": loaded.manifest.agent.agent_type, "manifest": p.manifest_path.display().to_string() }),
-                format!("ok   {} ({})", loaded.manifest.agent.agent_type, p.manifest_path.display()),
+                format!(
+                    "ok   {} ({})",
+                    loaded.manifest.agent.agent_type,
+                    p.manifest_path.display()
+                ),
             ),
             Err(e) => {
                 fatal(&e.to_string());

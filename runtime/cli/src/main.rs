@@ -71,7 +71,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init(cli.json, cli.verbose, cli.quiet);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             output::fatal(&format!("cannot start the async runtime: {e}"));

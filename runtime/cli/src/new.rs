@@ -58,7 +58,9 @@ warren_guest::export_agent!(Plugin);
 /// `warren new`.
 pub fn new(name: &str, parent: &Path) -> u8 {
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
     if !valid {
         fatal(&format!(
@@ -68,7 +70,10 @@ pub fn new(name: &str, parent: &Path) -> u8 {
     }
     let dir = parent.join(name);
     if dir.exists() {
-        fatal(&format!("{} already exists; choose another name or --dir", dir.display()));
+        fatal(&format!(
+            "{} already exists; choose another name or --dir",
+            dir.display()
+        ));
         return EXIT_SETUP;
     }
     let cargo = format!(

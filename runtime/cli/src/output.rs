@@ -24,8 +24,11 @@ pub fn init(json: bool, verbose: u8, quiet: u8) {
         (_, 1) => "warn",
         _ => "error",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,warren_runtime={level},warren_core={level},warren={level}")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "warn,warren_runtime={level},warren_core={level},warren={level}"
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -62,5 +65,6 @@ pub fn fatal(message: &str) {
 
 /// A payload body for display: JSON if it is JSON, otherwise its size.
 pub fn body(p: &warren_runtime::Payload) -> Value {
-    serde_json::from_slice(&p.data).unwrap_or_else(|_| json!(format!("<{} bytes of {}>", p.data.len(), p.content_type)))
+    serde_json::from_slice(&p.data)
+        .unwrap_or_else(|_| json!(format!("<{} bytes of {}>", p.data.len(), p.content_type)))
 }

@@ -80,7 +80,13 @@ fn orders(args: &RunArgs) -> anyhow::Result<Vec<Order>> {
             .parse()
             .with_context(|| format!("{what}: expected an agent id as type/key"))?;
         let at = index("send").get(n).copied().unwrap_or(n);
-        out.push((at, Order::Send { to, message: payload(&chunk[1], &chunk[2], &what)? }));
+        out.push((
+            at,
+            Order::Send {
+                to,
+                message: payload(&chunk[1], &chunk[2], &what)?,
+            },
+        ));
     }
     for (n, chunk) in args.publish.chunks(3).enumerate() {
         let what = format!("--publish {}", chunk[0]);
@@ -88,7 +94,13 @@ fn orders(args: &RunArgs) -> anyhow::Result<Vec<Order>> {
             .parse()
             .with_context(|| format!("{what}: expected a topic as type/source"))?;
         let at = index("publish").get(n).copied().unwrap_or(usize::MAX - n);
-        out.push((at, Order::Publish { topic, message: payload(&chunk[1], &chunk[2], &what)? }));
+        out.push((
+            at,
+            Order::Publish {
+                topic,
+                message: payload(&chunk[1], &chunk[2], &what)?,
+            },
+        ));
     }
     out.sort_by_key(|(i, _)| *i);
     Ok(out.into_iter().map(|(_, o)| o).collect())
@@ -98,14 +110,20 @@ fn orders(args: &RunArgs) -> anyhow::Result<Vec<Order>> {
 fn stdin_order(text: &str, lineno: usize) -> anyhow::Result<Order> {
     let what = format!("stdin line {lineno}");
     let v: Value = serde_json::from_str(text).with_context(|| format!("{what}: not JSON"))?;
-    let type_name = v["type"].as_str().ok_or_else(|| anyhow!("{what}: missing \"type\" (the message type name)"))?;
+    let type_name = v["type"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{what}: missing \"type\" (the message type name)"))?;
     let body = serde_json::to_string(v.get("body").unwrap_or(&json!({})))?;
     let message = payload(type_name, &body, &what)?;
     if let Some(to) = v["send"].as_str() {
-        let to = to.parse().with_context(|| format!("{what}: \"send\" must be type/key"))?;
+        let to = to
+            .parse()
+            .with_context(|| format!("{what}: \"send\" must be type/key"))?;
         Ok(Order::Send { to, message })
     } else if let Some(topic) = v["publish"].as_str() {
-        let topic = topic.parse().with_context(|| format!("{what}: \"publish\" must be type/source"))?;
+        let topic = topic
+            .parse()
+            .with_context(|| format!("{what}: \"publish\" must be type/source"))?;
         Ok(Order::Publish { topic, message })
     } else {
         bail!("{what}: needs \"send\": \"type/key\" or \"publish\": \"type/source\"")
@@ -174,7 +192,10 @@ pub async fn load_all(dirs: &[PathBuf], events: bool) -> Result<AgentRuntime, u8
     let mut failed = false;
     for p in &found {
         bar.set_message(p.manifest.agent.agent_type.clone());
-        match host.load_with_component(p.manifest.clone(), &p.manifest_path, &p.component_path).await {
+        match host
+            .load_with_component(p.manifest.clone(), &p.manifest_path, &p.component_path)
+            .await
+        {
             Ok(loaded) => {
                 if let Err(e) = host.register(&runtime, &loaded).await {
                     fatal(&e.to_string());
@@ -203,7 +224,14 @@ async fn deliver(runtime: &AgentRuntime, order: Order) -> bool {
     match order {
         Order::Send { to, message } => {
             let type_name = message.type_name.clone();
-            match runtime.send_message(Message::from_payload(message), to.clone(), SendOptions::default()).await {
+            match runtime
+                .send_message(
+                    Message::from_payload(message),
+                    to.clone(),
+                    SendOptions::default(),
+                )
+                .await
+            {
                 Ok(answer) => {
                     let (t, b) = match runtime.serialize(&answer) {
                         Ok(p) if !answer.is_empty() => (p.type_name.clone(), body(&p)),
@@ -228,7 +256,14 @@ async fn deliver(runtime: &AgentRuntime, order: Order) -> bool {
         }
         Order::Publish { topic, message } => {
             let type_name = message.type_name.clone();
-            match runtime.publish_message(Message::from_payload(message), topic.clone(), Default::default()).await {
+            match runtime
+                .publish_message(
+                    Message::from_payload(message),
+                    topic.clone(),
+                    Default::default(),
+                )
+                .await
+            {
                 Ok(()) => true,
                 Err(e) => {
                     line(
@@ -303,7 +338,11 @@ pub async fn run(args: RunArgs) -> u8 {
                     match stdin_order(&text, n) {
                         Ok(order) => ok &= deliver(&runtime, order).await,
                         Err(e) => {
-                            line("failed", json!({ "error": format!("{e:#}") }), format!("{e:#}"));
+                            line(
+                                "failed",
+                                json!({ "error": format!("{e:#}") }),
+                                format!("{e:#}"),
+                            );
                             ok = false;
                         }
                     }
@@ -417,6 +456,9 @@ mod tests {
     #[test]
     fn bodies_must_be_json() {
         let e = payload("T", "{oops", "--send a/b").unwrap_err().to_string();
-        assert!(e.contains("--send a/b") && e.contains("not valid JSON"), "{e}");
+        assert!(
+            e.contains("--send a/b") && e.contains("not valid JSON"),
+            "{e}"
+        );
     }
 }
