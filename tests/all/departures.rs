@@ -193,7 +193,7 @@ struct Sleeper(Arc<Mutex<Vec<String>>>);
 struct Nap(u64, String);
 impl RoutedAgent for Sleeper {
     fn routes(r: &mut Routes<Self>) {
-        r.rpc(|a: &mut Sleeper, m: &Nap, ctx: &MessageContext| {
+        r.message(|a: &mut Sleeper, m: &Nap, ctx: &MessageContext| {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(m.0)).await;
                 a.0.lock().push(format!("{} {}", ctx.agent_id(), m.1));
@@ -334,4 +334,74 @@ async fn a_failing_recipient_does_not_stop_the_others() {
         1,
         "AutoGen delivers to nobody when one recipient cannot be built"
     );
+}
+
+#[tokio::test]
+async fn a_full_mailbox_refuses_at_once_instead_of_growing() {
+    let rt = AgentRuntime::builder().mailbox_capacity(2).build();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    rt.register_routed("s", move |_| Sleeper(l.clone()))
+        .await
+        .unwrap();
+    rt.start().unwrap();
+    let mut calls = Vec::new();
+    for tag in ["running", "queued1", "queued2"] {
+        let rt = rt.clone();
+        calls.push(tokio::spawn(async move {
+            rt.send::<()>(Nap(50, tag.into()), &id("s/k")).await
+        }));
+        tokio::task::yield_now().await;
+    }
+    let e = within(rt.send::<()>(Nap(0, "refused".into()), &id("s/k")))
+        .await
+        .unwrap_err();
+    match &e {
+        Error::LimitExceeded {
+            agent,
+            limit,
+            value,
+        } => {
+            assert_eq!((agent.to_string().as_str(), *limit), ("s/k", "mailbox"));
+            assert!(value.contains('2'), "{value}");
+        }
+        other => panic!("expected a mailbox limit, got {other}"),
+    }
+    for c in futures_results(calls).await {
+        c.unwrap();
+    }
+    assert_eq!(*log.lock(), ["s/k running", "s/k queued1", "s/k queued2"]);
+    // Another agent of the same type is unaffected, and the full one recovers.
+    within(rt.send::<()>(Nap(0, "other".into()), &id("s/other")))
+        .await
+        .unwrap();
+    within(rt.send::<()>(Nap(0, "again".into()), &id("s/k")))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_runtime_wide_queue_quota_bounds_every_mailbox_together() {
+    let rt = AgentRuntime::builder().max_queued(3).build();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    rt.register_routed("s", move |_| Sleeper(l.clone()))
+        .await
+        .unwrap();
+    rt.add_subscription(Subscription::type_subscription(
+        "t",
+        AgentType::new("s").unwrap(),
+    ))
+    .await
+    .unwrap();
+    rt.start().unwrap();
+    // Five publishes to one busy agent: three wait, two are refused (and reported).
+    for i in 0..5 {
+        rt.publish(Nap(20, format!("p{i}")), &TopicId::new("t", "k").unwrap())
+            .await
+            .unwrap();
+    }
+    assert_eq!(rt.unprocessed_messages_count(), 3);
+    within(rt.stop_when_idle()).await.unwrap();
+    assert_eq!(log.lock().len(), 3);
 }

@@ -52,6 +52,8 @@ pub(crate) struct Cell {
     pub(crate) seq: u64,
     /// How to build the agent; `None` for a registered instance.
     pub(crate) entry: Arc<TypeEntry>,
+    /// The most messages that may wait in this mailbox (control jobs are not counted).
+    pub(crate) capacity: usize,
     pub(crate) state: Mutex<CellState>,
 }
 
@@ -67,13 +69,20 @@ pub(crate) struct CellState {
 }
 
 impl Cell {
-    pub(crate) fn new(id: AgentId, seq: u64, entry: Arc<TypeEntry>, agent: Slot) -> Self {
+    pub(crate) fn new(
+        id: AgentId,
+        seq: u64,
+        entry: Arc<TypeEntry>,
+        capacity: usize,
+        agent: Slot,
+    ) -> Self {
         let instantiated = agent.is_some();
         let description = agent.as_ref().map(|a| a.description()).unwrap_or_default();
         Self {
             id,
             seq,
             entry,
+            capacity,
             state: Mutex::new(CellState {
                 agent,
                 instantiated,
@@ -97,11 +106,14 @@ pub(crate) enum Claim {
     Queued,
     /// The job was queued and the cell was idle: the caller must start a drainer.
     QueuedIdle(Slot),
+    /// The mailbox is full; the job was not queued.
+    Full,
 }
 
 impl Cell {
-    /// Claims the cell if it is idle and `inline` is allowed, otherwise queues `job()`.
-    pub(crate) fn offer(&self, inline: bool, job: impl FnOnce() -> Job) -> Claim {
+    /// Claims the cell if it is idle and `inline` is allowed, otherwise queues `job()`. A
+    /// `bounded` job (a message) is refused with [`Claim::Full`] when the mailbox is at capacity.
+    pub(crate) fn offer(&self, inline: bool, bounded: bool, job: impl FnOnce() -> Job) -> Claim {
         let mut st = self.state.lock();
         if !st.running {
             debug_assert!(
@@ -115,6 +127,9 @@ impl Cell {
             }
             st.queue.push_back(job());
             return Claim::QueuedIdle(slot);
+        }
+        if bounded && st.queue.len() >= self.capacity {
+            return Claim::Full;
         }
         st.queue.push_back(job());
         Claim::Queued

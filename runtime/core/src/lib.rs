@@ -53,8 +53,8 @@ pub use intervention::{Intervention, InterventionHandler, PublishContext};
 pub use message::{JSON, JsonSerializer, Message, MessageSerializer, Payload, SerializerRegistry};
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{
-    AgentRuntime, DynFactory, ExpectedType, PublishOptions, RegisterOptions, RuntimeBuilder,
-    SendOptions, WeakRuntime,
+    AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,
+    PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, WeakRuntime,
 };
 pub use subscription::Subscription;
 pub use tokio_util::sync::CancellationToken;

@@ -107,6 +107,12 @@ pub struct RegisterOptions {
     pub skip_direct_message_subscription: bool,
 }
 
+/// Default capacity of one agent's mailbox.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 4096;
+
+/// Default bound on all messages waiting in one runtime.
+pub const DEFAULT_MAX_QUEUED: usize = 1_000_000;
+
 /// How deep inline (same-task) nested deliveries may go before the runtime hands the next one to a
 /// fresh task. Keeps the poll stack bounded for long chains without limiting their length.
 const MAX_INLINE_DEPTH: u32 = 16;
@@ -170,6 +176,11 @@ pub(crate) struct Inner {
     idle: Notify,
     waits: Mutex<HashMap<AgentId, Vec<AgentId>>>,
     next_seq: AtomicU64,
+    /// Default mailbox capacity, and per-type overrides.
+    mailbox_capacity: usize,
+    mailbox_overrides: RwLock<HashMap<AgentType, usize>>,
+    /// The most messages that may wait in this runtime at once (all mailboxes and the queue).
+    max_queued: usize,
 }
 
 /// The agent runtime. Cheap to clone: clones share one runtime.
@@ -196,6 +207,8 @@ impl std::fmt::Debug for AgentRuntime {
 pub struct RuntimeBuilder {
     interventions: Vec<Arc<dyn InterventionHandler>>,
     ignore_unhandled_exceptions: Option<bool>,
+    mailbox_capacity: Option<usize>,
+    max_queued: Option<usize>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -224,6 +237,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The most messages that may wait in one agent's mailbox (default
+    /// [`DEFAULT_MAILBOX_CAPACITY`]). When it is full, a send fails at once with
+    /// [`Error::LimitExceeded`] (`mailbox`) and a publish skips that recipient, reporting the same
+    /// error; nothing waits unboundedly.
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = Some(n.max(1));
+        self
+    }
+
+    /// The most messages that may wait in the whole runtime at once (default
+    /// [`DEFAULT_MAX_QUEUED`]); beyond it new messages are refused with [`Error::LimitExceeded`]
+    /// (`queue`). Gives each runtime (each tenant) its own bounded share.
+    pub fn max_queued(mut self, n: usize) -> Self {
+        self.max_queued = Some(n.max(1));
+        self
+    }
+
     /// Builds the runtime (not started).
     pub fn build(self) -> AgentRuntime {
         AgentRuntime {
@@ -246,6 +276,9 @@ impl RuntimeBuilder {
                 idle: Notify::new(),
                 waits: Mutex::default(),
                 next_seq: AtomicU64::new(0),
+                mailbox_capacity: self.mailbox_capacity.unwrap_or(DEFAULT_MAILBOX_CAPACITY),
+                mailbox_overrides: RwLock::default(),
+                max_queued: self.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
             }),
         }
     }
@@ -484,9 +517,23 @@ impl AgentRuntime {
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         agents.insert(
             agent_id.clone(),
-            Arc::new(Cell::new(agent_id.clone(), seq, entry, Some(agent))),
+            Arc::new(Cell::new(
+                agent_id.clone(),
+                seq,
+                entry,
+                self.inner.capacity_for(agent_id.agent_type()),
+                Some(agent),
+            )),
         );
         Ok(agent_id)
+    }
+
+    /// Overrides the mailbox capacity for one agent type (agents created from now on).
+    pub fn set_mailbox_capacity(&self, agent_type: &AgentType, capacity: usize) {
+        self.inner
+            .mailbox_overrides
+            .write()
+            .insert(agent_type.clone(), capacity.max(1));
     }
 
     /// Whether `agent_type` is registered.
@@ -751,6 +798,34 @@ impl Drop for WaitEdge<'_> {
 }
 
 impl Inner {
+    fn capacity_for(&self, t: &AgentType) -> usize {
+        self.mailbox_overrides
+            .read()
+            .get(t)
+            .copied()
+            .unwrap_or(self.mailbox_capacity)
+    }
+
+    fn mailbox_full(&self, cell: &Cell) -> Error {
+        Error::LimitExceeded {
+            agent: cell.id.clone(),
+            limit: "mailbox",
+            value: format!("{} waiting messages", cell.capacity),
+        }
+    }
+
+    /// Refuses a new waiting message when the runtime-wide quota is used up.
+    fn check_queue(&self, agent: &AgentId) -> Result<(), Error> {
+        if self.queued.load(Ordering::Relaxed) >= self.max_queued {
+            return Err(Error::LimitExceeded {
+                agent: agent.clone(),
+                limit: "queue",
+                value: format!("{} waiting messages in this runtime", self.max_queued),
+            });
+        }
+        Ok(())
+    }
+
     /// The cell of `id`, created (empty) on first use. Unknown types and unknown instance keys are
     /// errors right away, before anything is queued.
     pub(crate) fn cell_for(&self, id: &AgentId) -> Result<Arc<Cell>, Error> {
@@ -771,7 +846,13 @@ impl Inner {
         let mut agents = self.agents.write();
         let cell = agents.entry(id.clone()).or_insert_with(|| {
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            Arc::new(Cell::new(id.clone(), seq, entry, None))
+            Arc::new(Cell::new(
+                id.clone(),
+                seq,
+                entry,
+                self.capacity_for(id.agent_type()),
+                None,
+            ))
         });
         Ok(cell.clone())
     }
@@ -897,9 +978,10 @@ impl Inner {
         let result = if self.running.load(Ordering::Acquire) {
             let message = self.intervene_send(message, &ctx).await?;
             let depth = frame.as_ref().map_or(0, |f| f.depth + 1);
+            self.check_queue(&recipient)?;
             self.accept();
             let mut reply = None;
-            let claim = cell.offer(depth < MAX_INLINE_DEPTH, || {
+            let claim = cell.offer(depth < MAX_INLINE_DEPTH, true, || {
                 let (tx, rx) = oneshot::channel();
                 reply = Some(rx);
                 self.queued.fetch_add(1, Ordering::SeqCst);
@@ -931,9 +1013,14 @@ impl Inner {
                     self.spawn_drain(cell.clone(), slot);
                     self.await_reply(reply, &token, target).await
                 }
+                Claim::Full => {
+                    self.done();
+                    Err(self.mailbox_full(&cell))
+                }
             }
         } else {
             // Not started: wait in the global queue for start() or process_next().
+            self.check_queue(&recipient)?;
             let (tx, rx) = oneshot::channel();
             self.enqueue(Envelope::Send {
                 message,
@@ -993,7 +1080,16 @@ impl Inner {
                         ctx,
                         reply: Some(reply),
                     });
-                    self.queue_job(&cell, job);
+                    if let Err((job, e)) = self.queue_job(&cell, job) {
+                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        self.done();
+                        if let Job::Deliver(Delivery {
+                            reply: Some(tx), ..
+                        }) = job
+                        {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -1019,11 +1115,17 @@ impl Inner {
         }
     }
 
-    fn queue_job(self: &Arc<Self>, cell: &Arc<Cell>, job: Job) {
+    /// Queues a message job; a full mailbox hands the job back with the error.
+    fn queue_job(self: &Arc<Self>, cell: &Arc<Cell>, job: Job) -> Result<(), (Job, Error)> {
         let mut job = Some(job);
-        if let Claim::QueuedIdle(slot) = cell.offer(false, || job.take().expect("offered once")) {
-            self.spawn_drain(cell.clone(), slot);
+        match cell.offer(false, true, || job.take().expect("offered once")) {
+            Claim::QueuedIdle(slot) => self.spawn_drain(cell.clone(), slot),
+            Claim::Full => {
+                return Err((job.take().expect("not queued"), self.mailbox_full(cell)));
+            }
+            Claim::Queued | Claim::Owned(_) => {}
         }
+        Ok(())
     }
 
     fn spawn_drain(self: &Arc<Self>, cell: Arc<Cell>, slot: Slot) {
@@ -1186,7 +1288,9 @@ impl Inner {
             })
         });
         let mut op = Some(op);
-        match cell.offer(true, || Job::Control(op.take().expect("offered once"))) {
+        match cell.offer(true, false, || {
+            Job::Control(op.take().expect("offered once"))
+        }) {
             Claim::Owned(mut slot) => {
                 let op = op.take().expect("not queued");
                 let inner = self.clone();
@@ -1197,7 +1301,7 @@ impl Inner {
                 })
                 .await;
             }
-            Claim::Queued => {}
+            Claim::Queued | Claim::Full => {}
             Claim::QueuedIdle(slot) => self.spawn_drain(cell.clone(), slot),
         }
         rx.await.unwrap_or_else(|_| {
@@ -1349,7 +1453,10 @@ impl Inner {
             if sender.as_ref() == Some(r) {
                 continue;
             }
-            let cell = match self.cell_for(r) {
+            let cell = match self
+                .cell_for(r)
+                .and_then(|c| self.check_queue(r).map(|()| c))
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
@@ -1368,14 +1475,17 @@ impl Inner {
                 recipient: r.clone(),
                 runtime: self.clone(),
             };
-            self.queue_job(
-                &cell,
-                Job::Deliver(Delivery {
-                    message: message.clone(),
-                    ctx,
-                    reply: None,
-                }),
-            );
+            let job = Job::Deliver(Delivery {
+                message: message.clone(),
+                ctx,
+                reply: None,
+            });
+            if let Err((_, e)) = self.queue_job(&cell, job) {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                self.done();
+                tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
+                self.record_background(e);
+            }
         }
     }
 }
