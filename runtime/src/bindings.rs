@@ -4,6 +4,7 @@
 use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
 
 use crate::host::StoreState;
+use crate::manifest::allowed;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -157,6 +158,26 @@ fn parse_agent(a: wit::AgentId) -> Result<warren_core::AgentId, wit::Error> {
 
 impl wit::Host for StoreState {}
 
+impl StoreState {
+    /// Refuses an outgoing message bigger than the plugin's limit.
+    fn check_size(&self, target: Target, size: usize) -> Result<(), wit::Error> {
+        let limit = self.plugin.limits.message_bytes;
+        if size > limit {
+            return Err(to_wit_error(&Error::MessageTooLarge { target, size, limit }));
+        }
+        Ok(())
+    }
+
+    fn denied(&self, action: String) -> wit::Error {
+        let e = Error::AccessDenied {
+            agent: self.agent.clone(),
+            action,
+        };
+        tracing::warn!(agent = %self.agent, error = %e, "capability check refused a call");
+        to_wit_error(&e)
+    }
+}
+
 impl warren::agent::host::Host for StoreState {
     async fn send(
         &mut self,
@@ -164,6 +185,13 @@ impl warren::agent::host::Host for StoreState {
         message: wit::Payload,
     ) -> Result<wit::Payload, wit::Error> {
         let recipient = parse_agent(recipient)?;
+        if !allowed(&self.plugin.caps.send, recipient.agent_type().as_str()) {
+            return Err(self.denied(format!(
+                "send to `{recipient}` (agent type `{}` is not in capabilities.send)",
+                recipient.agent_type()
+            )));
+        }
+        self.check_size(Target::Agent(recipient.clone()), message.data.len())?;
         let Some(rt) = self.runtime.upgrade() else {
             return Err(to_wit_error(&Error::Stopped {
                 target: Target::Agent(recipient),
@@ -192,6 +220,13 @@ impl warren::agent::host::Host for StoreState {
     ) -> Result<(), wit::Error> {
         let topic = warren_core::TopicId::new(&topic.topic_type, &topic.source)
             .map_err(|e| wit::Error::Other(e.to_string()))?;
+        if !allowed(&self.plugin.caps.publish, topic.topic_type()) {
+            return Err(self.denied(format!(
+                "publish to `{topic}` (topic type `{}` is not in capabilities.publish)",
+                topic.topic_type()
+            )));
+        }
+        self.check_size(Target::Topic(topic.clone()), message.data.len())?;
         let Some(rt) = self.runtime.upgrade() else {
             return Err(to_wit_error(&Error::Stopped {
                 target: Target::Topic(topic),

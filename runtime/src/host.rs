@@ -162,8 +162,12 @@ pub struct HostConfig {
     pub allocation: Allocation,
     /// Live instances the pooling allocator reserves slots for.
     pub max_instances: u32,
-    /// The most linear memory one instance may use, in bytes.
+    /// The most linear memory one instance may use, in bytes (a ceiling over every manifest).
     pub max_memory: usize,
+    /// Turns on fuel metering, so manifests can set `limits.fuel` (costs some speed everywhere).
+    pub fuel: bool,
+    /// How often the epoch ticker advances; per-message time limits are rounded up to it.
+    pub epoch_tick: Duration,
 }
 
 impl Default for HostConfig {
@@ -172,7 +176,9 @@ impl Default for HostConfig {
             cache_dir: default_cache_dir(),
             allocation: Allocation::Auto,
             max_instances: 1000,
-            max_memory: 64 << 20,
+            max_memory: 256 << 20,
+            fuel: false,
+            epoch_tick: Duration::from_millis(10),
         }
     }
 }
@@ -192,6 +198,99 @@ pub(crate) struct StoreState {
     pub(crate) agent: warren_core::AgentId,
     pub(crate) runtime: warren_core::WeakRuntime,
     pub(crate) stderr: LogPipe,
+    pub(crate) limiter: Limiter,
+    pub(crate) plugin: Arc<PluginShared>,
+}
+
+/// Enforces the memory limit of one instance and remembers that it did, so the resulting trap can
+/// be reported as a limit breach rather than a bare trap.
+pub(crate) struct Limiter {
+    memory: usize,
+    pub(crate) hit_memory: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.hit_memory = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes reached (the guest asked for {desired})",
+                self.memory
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Table elements one instance may have (function tables of Rust guests are small).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The limits one agent type runs with, after the tenant's ceilings were applied.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory: usize,
+    /// Wall-clock time per message, nested calls included.
+    pub time: Duration,
+    /// Fuel per message, when metering is on.
+    pub fuel: Option<u64>,
+    /// Largest message sent, published, received or answered, in bytes.
+    pub message_bytes: usize,
+    /// Most live agents of this type.
+    pub instances: usize,
+}
+
+/// Ceilings a tenant (or the host) puts over every manifest's limits, and its own quotas.
+#[derive(Debug, Clone)]
+pub struct Ceilings {
+    /// Linear memory per instance, in bytes.
+    pub memory: usize,
+    /// Time per message.
+    pub time: Duration,
+    /// Largest message, in bytes.
+    pub message_bytes: usize,
+    /// Most live agents per type.
+    pub instances_per_type: usize,
+    /// Most live agents of all this tenant's types together.
+    pub instances: usize,
+    /// Whether manifests may grant a preopened directory.
+    pub allow_filesystem: bool,
+}
+
+impl Default for Ceilings {
+    fn default() -> Self {
+        Self {
+            memory: usize::MAX,
+            time: Duration::MAX,
+            message_bytes: usize::MAX,
+            instances_per_type: usize::MAX,
+            instances: usize::MAX,
+            allow_filesystem: true,
+        }
+    }
+}
+
+impl Ceilings {
+    fn resolve(&self, m: &Manifest, host_memory: usize) -> Limits {
+        use crate::manifest::*;
+        let l = &m.limits;
+        let mb = |v: u64| usize::try_from(v.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        Limits {
+            memory: mb(l.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)).min(self.memory).min(host_memory),
+            time: Duration::from_millis(l.time_ms.unwrap_or(DEFAULT_TIME_MS)).min(self.time),
+            fuel: l.fuel,
+            message_bytes: usize::try_from(l.message_bytes.unwrap_or(DEFAULT_MESSAGE_BYTES))
+                .unwrap_or(usize::MAX)
+                .min(self.message_bytes),
+            instances: usize::try_from(l.instances.unwrap_or(DEFAULT_INSTANCES))
+                .unwrap_or(usize::MAX)
+                .min(self.instances_per_type),
+        }
+    }
 }
 
 impl WasiView for StoreState {
@@ -208,6 +307,9 @@ pub(crate) struct HostInner {
     linker: Linker<StoreState>,
     cache_dir: Option<PathBuf>,
     pooling: bool,
+    pub(crate) fuel: bool,
+    pub(crate) epoch_tick: Duration,
+    max_memory: usize,
 }
 
 /// The wasm host. Cheap to clone.
@@ -246,6 +348,21 @@ pub struct LoadedPlugin {
     pub(crate) shared: Arc<PluginShared>,
 }
 
+impl LoadedPlugin {
+    /// Whether this plugin was loaded under the tenant that owns `live`.
+    pub(crate) fn belongs_to(&self, live: &Arc<std::sync::atomic::AtomicUsize>) -> bool {
+        self.shared
+            .tenant_live
+            .as_ref()
+            .is_some_and(|(l, _)| Arc::ptr_eq(l, live))
+    }
+
+    /// The limits its agents run with.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+}
+
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
@@ -261,6 +378,56 @@ pub(crate) struct PluginShared {
     pub(crate) name: String,
     pub(crate) pre: PluginPre<StoreState>,
     pub(crate) host: Arc<HostInner>,
+    pub(crate) limits: Limits,
+    pub(crate) caps: crate::manifest::Capabilities,
+    /// The manifest's directory, for a filesystem grant.
+    pub(crate) dir: PathBuf,
+    /// Live agents of this type, and of the whole tenant (with the tenant's quota).
+    pub(crate) live: std::sync::atomic::AtomicUsize,
+    pub(crate) tenant_live: Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>,
+}
+
+impl PluginShared {
+    /// Counts one more live agent, unless that breaks the per-type or tenant quota.
+    pub(crate) fn acquire_instance(&self, agent: &warren_core::AgentId) -> Result<(), Error> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.live.fetch_add(1, SeqCst) >= self.limits.instances {
+            self.live.fetch_sub(1, SeqCst);
+            return Err(Error::LimitExceeded {
+                agent: agent.clone(),
+                limit: "instances",
+                value: format!("{} live agents of type `{}`", self.limits.instances, self.name),
+            });
+        }
+        if let Some((count, max)) = &self.tenant_live
+            && count.fetch_add(1, SeqCst) >= *max
+        {
+            count.fetch_sub(1, SeqCst);
+            self.live.fetch_sub(1, SeqCst);
+            return Err(Error::LimitExceeded {
+                agent: agent.clone(),
+                limit: "instances",
+                value: format!("{max} live agents in this tenant"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The epoch deadline for one message, in ticks of the epoch ticker.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let tick = self.host.epoch_tick.as_nanos().max(1);
+        let ticks = self.limits.time.as_nanos().div_ceil(tick);
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Forgets one live agent.
+    pub(crate) fn release_instance(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.live.fetch_sub(1, SeqCst);
+        if let Some((count, _)) = &self.tenant_live {
+            count.fetch_sub(1, SeqCst);
+        }
+    }
 }
 
 impl WasmHost {
@@ -295,12 +462,30 @@ impl WasmHost {
         {
             tracing::warn!(dir = %dir.display(), error = %e, "compile cache disabled");
         }
+        // One ticker drives every time limit: it advances the engine's epoch, and a guest that
+        // runs past its deadline is interrupted at its next epoch check (loop back-edges and
+        // function entries), whatever it is doing.
+        let weak = engine.0.weak();
+        let tick = config.epoch_tick.max(Duration::from_millis(1));
+        std::thread::Builder::new()
+            .name("warren-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(tick);
+                }
+            })
+            .map_err(engine_err)?;
         Ok(Self {
             inner: Arc::new(HostInner {
                 engine: engine.0,
                 linker,
                 cache_dir: config.cache_dir,
                 pooling,
+                fuel: config.fuel,
+                epoch_tick: tick,
+                max_memory: config.max_memory,
             }),
         })
     }
@@ -326,7 +511,35 @@ impl WasmHost {
         manifest_path: &Path,
         component_path: &Path,
     ) -> Result<LoadedPlugin, PluginError> {
+        self.load_under(manifest, manifest_path, component_path, &Ceilings::default(), None)
+            .await
+    }
+
+    /// Loads a plugin under a tenant's ceilings and instance quota.
+    pub(crate) async fn load_under(
+        &self,
+        manifest: Manifest,
+        manifest_path: &Path,
+        component_path: &Path,
+        ceilings: &Ceilings,
+        tenant_live: Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>,
+    ) -> Result<LoadedPlugin, PluginError> {
         let plugin = manifest.agent.agent_type.clone();
+        if manifest.limits.fuel.is_some() && !self.inner.fuel {
+            return Err(PluginError::Manifest(vec![ManifestError {
+                file: manifest_path.to_owned(),
+                key: "limits.fuel".into(),
+                problem: "this host does not meter fuel".into(),
+                fix: "remove `limits.fuel`, or run a host with fuel metering on (HostConfig::fuel)".into(),
+            }]));
+        }
+        if manifest.capabilities.filesystem.is_some() && !ceilings.allow_filesystem {
+            return Err(PluginError::ImportNotGranted {
+                plugin,
+                import: "wasi:filesystem".into(),
+                why: "this tenant may not grant filesystem access".into(),
+            });
+        }
         let bytes = std::fs::read(component_path).map_err(|source| PluginError::Io {
             plugin: plugin.clone(),
             path: component_path.to_owned(),
@@ -338,8 +551,9 @@ impl WasmHost {
         let engine = &self.inner.engine;
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
         let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let fs_granted = manifest.capabilities.filesystem.is_some();
         for import in &imports {
-            check_import(&plugin, import)?;
+            check_import(&plugin, import, fs_granted)?;
         }
         let pre =
             self.inner
@@ -357,6 +571,11 @@ impl WasmHost {
             name: plugin.clone(),
             pre,
             host: self.inner.clone(),
+            limits: ceilings.resolve(&manifest, self.inner.max_memory),
+            caps: manifest.capabilities.clone(),
+            dir: manifest_path.parent().unwrap_or(Path::new(".")).to_owned(),
+            live: Default::default(),
+            tenant_live,
         });
         // A probe instance: proves the component starts, and asks what it handles.
         let probe_id = warren_core::AgentId::from_parts(manifest.agent_type(), "warren-probe");
@@ -435,6 +654,9 @@ impl WasmHost {
             .register_factory_dyn(agent_type.as_str(), factory, None)
             .await
             .map_err(err)?;
+        if let Some(n) = plugin.manifest.limits.mailbox {
+            runtime.set_mailbox_capacity(&t, usize::try_from(n).unwrap_or(usize::MAX));
+        }
         for s in subscriptions {
             runtime.add_subscription(s).await.map_err(err)?;
         }
@@ -482,29 +704,48 @@ impl WasmHost {
     /// A fresh `Store` for one agent instance: an empty WASI context (no environment, arguments,
     /// files or network; stdin closed) with stdout and stderr going to the log.
     pub(crate) fn new_store(
-        inner: &HostInner,
+        plugin: &Arc<PluginShared>,
         agent: warren_core::AgentId,
         runtime: warren_core::WeakRuntime,
-    ) -> Store<StoreState> {
+    ) -> wasmtime::Result<Store<StoreState>> {
         let stdout = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stdout);
         let stderr = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stderr);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout)
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        Store::new(
-            &inner.engine,
+            .allow_ip_name_lookup(false);
+        if let Some(fs) = &plugin.caps.filesystem {
+            let perms = if fs.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(plugin.dir.join(&fs.host), &fs.guest, perms)?;
+        }
+        let mut store = Store::new(
+            &plugin.host.engine,
             StoreState {
-                wasi,
+                wasi: wasi.build(),
                 table: ResourceTable::new(),
                 agent,
                 runtime,
                 stderr,
+                limiter: Limiter {
+                    memory: plugin.limits.memory,
+                    hit_memory: false,
+                },
+                plugin: plugin.clone(),
             },
-        )
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(plugin.deadline_ticks());
+        if plugin.host.fuel {
+            store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        Ok(store)
     }
 }
 
@@ -523,6 +764,8 @@ fn engine_err(e: impl std::fmt::Display) -> PluginError {
 fn build_engine(config: &HostConfig, pooling: bool) -> Result<BuiltEngine, PluginError> {
     let mut c = Config::new();
     c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.consume_fuel(config.fuel);
     if pooling {
         let n = config.max_instances.max(1);
         let mut p = PoolingAllocationConfig::default();
@@ -599,9 +842,9 @@ fn check_component_header(plugin: &str, path: &Path, bytes: &[u8]) -> Result<(),
     }
 }
 
-fn check_import(plugin: &str, import: &str) -> Result<(), PluginError> {
+fn check_import(plugin: &str, import: &str, filesystem: bool) -> Result<(), PluginError> {
     let name = import.split('@').next().unwrap_or(import);
-    if GRANTED.contains(&name) {
+    if GRANTED.contains(&name) || (filesystem && name.starts_with("wasi:filesystem/")) {
         return Ok(());
     }
     let why = if name.starts_with("wasi:filesystem/") {
@@ -643,11 +886,12 @@ mod tests {
 
     #[test]
     fn imports_outside_the_grant_are_named() {
-        check_import("x", "wasi:cli/environment@0.2.6").unwrap();
-        let e = check_import("x", "wasi:filesystem/types@0.2.6").unwrap_err();
+        check_import("x", "wasi:cli/environment@0.2.6", false).unwrap();
+        check_import("x", "wasi:filesystem/types@0.2.6", true).unwrap();
+        let e = check_import("x", "wasi:filesystem/types@0.2.6", false).unwrap_err();
         assert!(e.to_string().contains("wasi:filesystem/types@0.2.6"), "{e}");
         assert!(e.to_string().contains("no filesystem"), "{e}");
-        let e = check_import("x", "wasi:http/outgoing-handler@0.2.6").unwrap_err();
+        let e = check_import("x", "wasi:http/outgoing-handler@0.2.6", true).unwrap_err();
         assert!(e.to_string().contains("does not provide"), "{e}");
     }
 }

@@ -22,9 +22,11 @@ pub mod discover;
 pub mod host;
 mod logpipe;
 pub mod manifest;
+pub mod tenant;
 mod wasm_agent;
 
 pub use bindings::GuestError;
-pub use host::{Allocation, HostConfig, LoadedPlugin, PluginError, WasmHost};
+pub use host::{Allocation, Ceilings, HostConfig, Limits, LoadedPlugin, PluginError, WasmHost};
+pub use tenant::{Tenant, TenantConfig};
 pub use manifest::{Manifest, ManifestError};
 pub use warren_core::*;

@@ -8,6 +8,20 @@
 //! component = "monitor.wasm"           # path of the component, relative to this file
 //! subscriptions = [{ topic_type = "progress" }, { topic_prefix = "alerts." }]
 //! handles = ["ProgressEvent"]          # optional: checked against the component at load time
+//!
+//! [limits]                             # all optional; the defaults are below
+//! memory_mb = 64                       # linear memory per instance
+//! time_ms = 5000                       # wall-clock time per message, nested calls included
+//! fuel = 10000000                      # instructions per message (needs a host with fuel on)
+//! message_bytes = 1048576              # largest message sent, published or answered
+//! instances = 10000                    # most live agents of this type
+//! mailbox = 4096                       # most messages waiting for one agent
+//!
+//! [capabilities]                       # deny by default: nothing is allowed unless listed
+//! send = ["echo", "billing"]           # agent types it may send to ("*" for any)
+//! publish = ["progress", "alerts.*"]   # topic types it may publish to ("prefix*" patterns)
+//! subscribe = ["progress"]             # topic types its subscriptions may name
+//! filesystem = { host = "data", guest = "/data", read_only = true }  # one preopened directory
 //! ```
 
 use std::fmt;
@@ -22,6 +36,82 @@ use warren_core::{AgentType, Subscription, TopicId};
 pub struct Manifest {
     /// The `[agent]` table.
     pub agent: AgentSection,
+    /// The `[limits]` table.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// The `[capabilities]` table.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// Default linear memory per instance, in MiB.
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+/// Default time per message, in milliseconds.
+pub const DEFAULT_TIME_MS: u64 = 5_000;
+/// Default largest message, in bytes.
+pub const DEFAULT_MESSAGE_BYTES: u64 = 1 << 20;
+/// Default most live agents of one type.
+pub const DEFAULT_INSTANCES: u64 = 10_000;
+
+/// Resource limits of one agent type. Unset values take the defaults above (and never exceed a
+/// tenant's ceilings).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Linear memory per instance, in MiB (default 64).
+    pub memory_mb: Option<u64>,
+    /// Wall-clock time per message in milliseconds, nested calls included (default 5000).
+    pub time_ms: Option<u64>,
+    /// Fuel (roughly, wasm instructions) per message; needs a host with fuel metering on.
+    pub fuel: Option<u64>,
+    /// Largest message sent, published or answered, in bytes (default 1 MiB).
+    pub message_bytes: Option<u64>,
+    /// Most live agents of this type (default 10000).
+    pub instances: Option<u64>,
+    /// Most messages waiting for one agent (default 4096).
+    pub mailbox: Option<u64>,
+}
+
+/// What a plugin may do beyond handling its own messages. Everything is denied unless listed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Agent types it may send to; `"*"` allows any, `"pre*"` any type starting with `pre`.
+    #[serde(default)]
+    pub send: Vec<String>,
+    /// Topic types it may publish to (same patterns).
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic types (or prefixes) its subscriptions may name (same patterns).
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// One host directory preopened for the guest; without it the guest has no filesystem.
+    pub filesystem: Option<FilesystemGrant>,
+}
+
+/// A preopened directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemGrant {
+    /// The host directory, relative to the manifest.
+    pub host: PathBuf,
+    /// Where the guest sees it, e.g. `/data`.
+    pub guest: String,
+    /// Read-only unless set to false.
+    #[serde(default = "yes")]
+    pub read_only: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether `name` matches one of `patterns` (`*`, `prefix*` or an exact name).
+pub fn allowed(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
 }
 
 /// The `[agent]` table.
@@ -109,7 +199,7 @@ impl Manifest {
                 file: path.to_owned(),
                 key,
                 problem: e.message().trim().to_owned(),
-                fix: "see the manifest format in the README (keys: agent.type, agent.description, agent.component, agent.subscriptions, agent.handles)".into(),
+                fix: "see the manifest format in the README (tables: [agent], [limits], [capabilities])".into(),
             }]
         })?;
         let errors = manifest.validate(path);
@@ -122,47 +212,85 @@ impl Manifest {
 
     fn validate(&self, path: &Path) -> Vec<ManifestError> {
         let mut errors = Vec::new();
-        let mut err = |key: String, problem: String, fix: &str| {
+        let mut err = |key: String, problem: String, fix: String| {
             errors.push(ManifestError {
                 file: path.to_owned(),
                 key,
                 problem,
-                fix: fix.to_owned(),
+                fix,
             })
         };
         if let Err(e) = AgentType::new(&self.agent.agent_type) {
             err(
                 "agent.type".into(),
                 e.to_string(),
-                "use only letters, digits, `_`, `-` and `.`",
+                "use only letters, digits, `_`, `-` and `.`".into(),
             );
         }
         if self.agent.component.as_os_str().is_empty() {
             err(
                 "agent.component".into(),
                 "is empty".into(),
-                "name the component file, e.g. `component = \"echo.wasm\"`",
+                "name the component file, e.g. `component = \"echo.wasm\"`".into(),
             );
         }
         for (i, s) in self.agent.subscriptions.iter().enumerate() {
             let key = format!("agent.subscriptions[{i}]");
-            match (&s.topic_type, &s.topic_prefix) {
+            // What the subscription needs from `capabilities.subscribe`, as a pattern.
+            let wanted = match (&s.topic_type, &s.topic_prefix) {
                 (Some(t), None) => {
                     if let Err(e) = TopicId::new(t, "x") {
                         err(
                             key,
                             e.to_string(),
-                            "use only letters, digits, `_`, `-`, `.`, `:` and `=`",
+                            "use only letters, digits, `_`, `-`, `.`, `:` and `=`".into(),
                         );
+                        continue;
                     }
+                    t.clone()
                 }
-                (None, Some(_)) => {}
-                _ => err(
+                (None, Some(p)) => format!("{p}*"),
+                _ => {
+                    err(
+                        key,
+                        "needs exactly one of `topic_type` or `topic_prefix`".into(),
+                        "write `{ topic_type = \"news\" }` or `{ topic_prefix = \"news.\" }`".into(),
+                    );
+                    continue;
+                }
+            };
+            if !allowed(&self.capabilities.subscribe, &wanted) {
+                err(
                     key,
-                    "needs exactly one of `topic_type` or `topic_prefix`".into(),
-                    "write `{ topic_type = \"news\" }` or `{ topic_prefix = \"news.\" }`",
-                ),
+                    format!("subscribes to `{wanted}`, which `capabilities.subscribe` does not allow"),
+                    format!("add \"{wanted}\" to `subscribe` under [capabilities], or remove the subscription"),
+                );
             }
+        }
+        for (key, v) in [
+            ("limits.memory_mb", self.limits.memory_mb),
+            ("limits.time_ms", self.limits.time_ms),
+            ("limits.fuel", self.limits.fuel),
+            ("limits.message_bytes", self.limits.message_bytes),
+            ("limits.instances", self.limits.instances),
+            ("limits.mailbox", self.limits.mailbox),
+        ] {
+            if v == Some(0) {
+                err(
+                    key.into(),
+                    "is 0".into(),
+                    "use a positive value, or remove the key for the default".into(),
+                );
+            }
+        }
+        if let Some(fs) = &self.capabilities.filesystem
+            && !fs.guest.starts_with('/')
+        {
+            err(
+                "capabilities.filesystem.guest".into(),
+                format!("`{}` is not an absolute path", fs.guest),
+                "write the guest path as an absolute path, e.g. `/data`".into(),
+            );
         }
         errors
     }
@@ -205,9 +333,18 @@ mod tests {
             component = "monitor.wasm"
             subscriptions = [{ topic_type = "progress" }, { topic_prefix = "alerts." }]
             handles = ["ProgressEvent"]
+
+            [limits]
+            memory_mb = 16
+            time_ms = 100
+
+            [capabilities]
+            subscribe = ["progress", "alerts.*"]
+            send = ["echo"]
             "#,
         )
         .unwrap();
+        assert_eq!(m.limits.memory_mb, Some(16));
         assert_eq!(m.agent_type().as_str(), "monitor");
         assert_eq!(m.subscriptions().len(), 2);
     }
@@ -237,5 +374,26 @@ mod tests {
                 "agent.subscriptions[1]"
             ]
         );
+    }
+
+    #[test]
+    fn subscriptions_need_a_capability_and_limits_must_be_positive() {
+        let e = parse(
+            "[agent]\ntype = \"m\"\ncomponent = \"m.wasm\"\nsubscriptions = [{ topic_type = \"secrets\" }]\n[limits]\ntime_ms = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e[0].key, "agent.subscriptions[0]");
+        assert!(e[0].fix.contains("\"secrets\""), "{}", e[0]);
+        assert_eq!(e[1].key, "limits.time_ms");
+    }
+
+    #[test]
+    fn capability_patterns() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(allowed(&p(&["*"]), "anything"));
+        assert!(allowed(&p(&["alerts.*"]), "alerts.fire"));
+        assert!(!allowed(&p(&["alerts.*"]), "alert"));
+        assert!(allowed(&p(&["echo"]), "echo") && !allowed(&p(&["echo"]), "echo2"));
+        assert!(!allowed(&[], "echo"), "deny by default");
     }
 }

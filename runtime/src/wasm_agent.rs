@@ -1,17 +1,18 @@
 //! [`WasmAgent`]: one live agent backed by one component instance in its own `Store`.
 //!
 //! The runtime calls it one message at a time (it is an ordinary [`Agent`]), so the store is never
-//! entered twice. A trap, or a call whose future was dropped half-way, leaves the instance
-//! unusable (wasmtime will not re-enter it): the instance is discarded, the caller gets
-//! [`Error::Trapped`] naming the agent and the trap, and the next message builds a fresh instance
-//! and restores the last state that was saved or loaded.
+//! entered twice. Before each call the per-message limits are armed (a fresh time deadline and fuel
+//! budget). A trap, or a call whose future was dropped half-way, leaves the instance unusable
+//! (wasmtime will not re-enter it): the instance is discarded, the caller gets a typed error (the
+//! breached limit, or [`Error::Trapped`] naming the agent and the trap), and the next message
+//! builds a fresh instance and restores the last state that was saved or loaded.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use warren_core::{
-    Agent, AgentContext, AgentId, BoxError, Error, Message, MessageContext, WeakRuntime,
+    Agent, AgentContext, AgentId, BoxError, Error, Message, MessageContext, Target, WeakRuntime,
 };
 use wasmtime::Store;
 
@@ -25,6 +26,17 @@ struct Live {
     in_call: bool,
 }
 
+impl Live {
+    /// Arms the per-message limits before a guest call: a fresh time deadline and fuel budget.
+    fn arm(&mut self, shared: &PluginShared) {
+        self.store.set_epoch_deadline(shared.deadline_ticks());
+        if shared.host.fuel {
+            let _ = self.store.set_fuel(shared.limits.fuel.unwrap_or(u64::MAX));
+        }
+        self.in_call = true;
+    }
+}
+
 pub(crate) struct WasmAgent {
     shared: Arc<PluginShared>,
     id: AgentId,
@@ -36,11 +48,11 @@ pub(crate) struct WasmAgent {
 }
 
 async fn instantiate(
-    shared: &PluginShared,
+    shared: &Arc<PluginShared>,
     id: AgentId,
     runtime: WeakRuntime,
 ) -> wasmtime::Result<Live> {
-    let mut store = WasmHost::new_store(&shared.host, id, runtime);
+    let mut store = WasmHost::new_store(shared, id, runtime)?;
     let world = shared.pre.instantiate_async(&mut store).await?;
     Ok(Live {
         store,
@@ -74,9 +86,14 @@ impl WasmAgent {
             .runtime()
             .map(|r| r.downgrade())
             .unwrap_or_else(WeakRuntime::detached);
-        let live = instantiate(&shared, id.clone(), runtime.clone())
-            .await
-            .map_err(|e| format!("instantiating plugin `{}`: {e:#}", shared.name))?;
+        shared.acquire_instance(&id)?;
+        let live = match instantiate(&shared, id.clone(), runtime.clone()).await {
+            Ok(l) => l,
+            Err(e) => {
+                shared.release_instance();
+                return Err(format!("instantiating plugin `{}`: {e:#}", shared.name).into());
+            }
+        };
         Ok(Self {
             shared,
             id,
@@ -96,6 +113,7 @@ impl WasmAgent {
             let mut live = instantiate(shared, id, WeakRuntime::detached())
                 .await
                 .map_err(|e| format!("{e:#}"))?;
+            live.arm(shared);
             let r = live
                 .world
                 .warren_agent_agent()
@@ -122,11 +140,13 @@ impl WasmAgent {
                     trap: format!("re-instantiation failed: {e:#}"),
                 })?;
             if let Some(state) = &self.last_state {
+                live.arm(&self.shared);
                 let r = live
                     .world
                     .warren_agent_agent()
                     .call_load_state(&mut live.store, state)
                     .await;
+                live.in_call = false;
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(msg)) => {
@@ -150,18 +170,53 @@ impl WasmAgent {
         Ok(self.live.as_mut().expect("just ensured"))
     }
 
-    /// Discards the instance after a trap and reports it.
+    /// Discards the instance after a trap and reports it: a breached limit as that limit, any
+    /// other trap as [`Error::Trapped`].
     fn trapped(&mut self, e: &wasmtime::Error) -> Error {
-        let trap = match &self.live {
-            Some(live) => describe_trap(e, live),
-            None => e.to_string(),
+        let agent = self.id.clone();
+        let limits = &self.shared.limits;
+        let hit_memory = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.store.data().limiter.hit_memory);
+        let error = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => Error::DeadlineExceeded {
+                agent,
+                limit: limits.time,
+            },
+            Some(wasmtime::Trap::OutOfFuel) => Error::LimitExceeded {
+                agent,
+                limit: "fuel",
+                value: format!("{} fuel per message", limits.fuel.unwrap_or(u64::MAX)),
+            },
+            _ if hit_memory => Error::LimitExceeded {
+                agent,
+                limit: "memory",
+                value: format!("{} MiB per instance", limits.memory >> 20),
+            },
+            _ => Error::Trapped {
+                agent,
+                trap: match &self.live {
+                    Some(live) => describe_trap(e, live),
+                    None => e.to_string(),
+                },
+            },
         };
-        tracing::warn!(agent = %self.id, %trap, "instance trapped; discarded");
+        tracing::warn!(agent = %self.id, error = %error, "instance discarded");
         self.live = None;
-        Error::Trapped {
-            agent: self.id.clone(),
-            trap,
+        error
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), Error> {
+        let limit = self.shared.limits.message_bytes;
+        if size > limit {
+            return Err(Error::MessageTooLarge {
+                target: Target::Agent(self.id.clone()),
+                size,
+                limit,
+            });
         }
+        Ok(())
     }
 }
 
@@ -173,10 +228,12 @@ impl Agent for WasmAgent {
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
         let payload: bindings::wit::Payload = ctx.runtime().serialize(&message)?.into();
+        self.check_size(payload.data.len())?;
         let message_type = payload.type_name.clone();
         let wctx = bindings::context(ctx);
+        let shared = self.shared.clone();
         let live = self.live().await?;
-        live.in_call = true;
+        live.arm(&shared);
         let r = live
             .world
             .warren_agent_agent()
@@ -184,7 +241,11 @@ impl Agent for WasmAgent {
             .await;
         live.in_call = false;
         match r {
-            Ok(Ok(Some(p))) => Ok(Message::from_payload(p.into())),
+            Ok(Ok(Some(p))) => {
+                // A response is a message too: its caller gets the limit error, not the bytes.
+                self.check_size(p.data.len())?;
+                Ok(Message::from_payload(p.into()))
+            }
             Ok(Ok(None)) => Ok(Message::empty()),
             Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, message_type, e)),
             Err(e) => Err(self.trapped(&e)),
@@ -196,8 +257,9 @@ impl Agent for WasmAgent {
     }
 
     async fn save_state(&mut self) -> Result<Value, BoxError> {
+        let shared = self.shared.clone();
         let live = self.live().await?;
-        live.in_call = true;
+        live.arm(&shared);
         let r = live
             .world
             .warren_agent_agent()
@@ -221,8 +283,9 @@ impl Agent for WasmAgent {
 
     async fn load_state(&mut self, state: Value) -> Result<(), BoxError> {
         let text = state.to_string();
+        let shared = self.shared.clone();
         let live = self.live().await?;
-        live.in_call = true;
+        live.arm(&shared);
         let r = live
             .world
             .warren_agent_agent()
@@ -241,5 +304,11 @@ impl Agent for WasmAgent {
 
     fn underlying_type_name(&self) -> &'static str {
         "warren_runtime::WasmAgent"
+    }
+}
+
+impl Drop for WasmAgent {
+    fn drop(&mut self) {
+        self.shared.release_instance();
     }
 }
