@@ -163,7 +163,11 @@ impl StoreState {
     fn check_size(&self, target: Target, size: usize) -> Result<(), wit::Error> {
         let limit = self.plugin.limits.message_bytes;
         if size > limit {
-            return Err(to_wit_error(&Error::MessageTooLarge { target, size, limit }));
+            return Err(to_wit_error(&Error::MessageTooLarge {
+                target,
+                size,
+                limit,
+            }));
         }
         Ok(())
     }

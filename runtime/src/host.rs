@@ -210,7 +210,12 @@ pub(crate) struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.hit_memory = true;
             return Err(wasmtime::format_err!(
@@ -221,7 +226,12 @@ impl wasmtime::ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -280,7 +290,9 @@ impl Ceilings {
         let l = &m.limits;
         let mb = |v: u64| usize::try_from(v.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         Limits {
-            memory: mb(l.memory_mb.unwrap_or(DEFAULT_MEMORY_MB)).min(self.memory).min(host_memory),
+            memory: mb(l.memory_mb.unwrap_or(DEFAULT_MEMORY_MB))
+                .min(self.memory)
+                .min(host_memory),
             time: Duration::from_millis(l.time_ms.unwrap_or(DEFAULT_TIME_MS)).min(self.time),
             fuel: l.fuel,
             message_bytes: usize::try_from(l.message_bytes.unwrap_or(DEFAULT_MESSAGE_BYTES))
@@ -396,7 +408,10 @@ impl PluginShared {
             return Err(Error::LimitExceeded {
                 agent: agent.clone(),
                 limit: "instances",
-                value: format!("{} live agents of type `{}`", self.limits.instances, self.name),
+                value: format!(
+                    "{} live agents of type `{}`",
+                    self.limits.instances, self.name
+                ),
             });
         }
         if let Some((count, max)) = &self.tenant_live
@@ -511,8 +526,14 @@ impl WasmHost {
         manifest_path: &Path,
         component_path: &Path,
     ) -> Result<LoadedPlugin, PluginError> {
-        self.load_under(manifest, manifest_path, component_path, &Ceilings::default(), None)
-            .await
+        self.load_under(
+            manifest,
+            manifest_path,
+            component_path,
+            &Ceilings::default(),
+            None,
+        )
+        .await
     }
 
     /// Loads a plugin under a tenant's ceilings and instance quota.
@@ -530,7 +551,8 @@ impl WasmHost {
                 file: manifest_path.to_owned(),
                 key: "limits.fuel".into(),
                 problem: "this host does not meter fuel".into(),
-                fix: "remove `limits.fuel`, or run a host with fuel metering on (HostConfig::fuel)".into(),
+                fix: "remove `limits.fuel`, or run a host with fuel metering on (HostConfig::fuel)"
+                    .into(),
             }]));
         }
         if manifest.capabilities.filesystem.is_some() && !ceilings.allow_filesystem {

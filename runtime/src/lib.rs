@@ -27,6 +27,6 @@ mod wasm_agent;
 
 pub use bindings::GuestError;
 pub use host::{Allocation, Ceilings, HostConfig, Limits, LoadedPlugin, PluginError, WasmHost};
-pub use tenant::{Tenant, TenantConfig};
 pub use manifest::{Manifest, ManifestError};
+pub use tenant::{Tenant, TenantConfig};
 pub use warren_core::*;

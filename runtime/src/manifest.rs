@@ -254,7 +254,8 @@ impl Manifest {
                     err(
                         key,
                         "needs exactly one of `topic_type` or `topic_prefix`".into(),
-                        "write `{ topic_type = \"news\" }` or `{ topic_prefix = \"news.\" }`".into(),
+                        "write `{ topic_type = \"news\" }` or `{ topic_prefix = \"news.\" }`"
+                            .into(),
                     );
                     continue;
                 }
@@ -262,8 +263,12 @@ impl Manifest {
             if !allowed(&self.capabilities.subscribe, &wanted) {
                 err(
                     key,
-                    format!("subscribes to `{wanted}`, which `capabilities.subscribe` does not allow"),
-                    format!("add \"{wanted}\" to `subscribe` under [capabilities], or remove the subscription"),
+                    format!(
+                        "subscribes to `{wanted}`, which `capabilities.subscribe` does not allow"
+                    ),
+                    format!(
+                        "add \"{wanted}\" to `subscribe` under [capabilities], or remove the subscription"
+                    ),
                 );
             }
         }

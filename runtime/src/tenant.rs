@@ -132,7 +132,9 @@ impl Tenant {
             .parent()
             .unwrap_or(Path::new("."))
             .join(&manifest.agent.component);
-        let plugin = self.load_with_component(manifest, manifest_path, &component).await?;
+        let plugin = self
+            .load_with_component(manifest, manifest_path, &component)
+            .await?;
         self.register(&plugin).await
     }
 
@@ -143,7 +145,10 @@ impl Tenant {
                 plugin: plugin.manifest.agent.agent_type.clone(),
                 source: warren_core::Error::AccessDenied {
                     agent: warren_core::AgentId::from_parts(plugin.manifest.agent_type(), "*"),
-                    action: format!("register in tenant `{}` a plugin loaded for another tenant", self.name),
+                    action: format!(
+                        "register in tenant `{}` a plugin loaded for another tenant",
+                        self.name
+                    ),
                 },
             });
         }

@@ -4,4 +4,5 @@ mod common;
 mod complete_example;
 mod conformance;
 mod departures;
+mod hostile;
 mod wasm;

@@ -1080,7 +1080,8 @@ impl Inner {
                         ctx,
                         reply: Some(reply),
                     });
-                    if let Err((job, e)) = self.queue_job(&cell, job) {
+                    if let Err(refused) = self.queue_job(&cell, job) {
+                        let (job, e) = *refused;
                         self.queued.fetch_sub(1, Ordering::SeqCst);
                         self.done();
                         if let Job::Deliver(Delivery {
@@ -1116,12 +1117,13 @@ impl Inner {
     }
 
     /// Queues a message job; a full mailbox hands the job back with the error.
-    fn queue_job(self: &Arc<Self>, cell: &Arc<Cell>, job: Job) -> Result<(), (Job, Error)> {
+    fn queue_job(self: &Arc<Self>, cell: &Arc<Cell>, job: Job) -> Result<(), Box<(Job, Error)>> {
         let mut job = Some(job);
         match cell.offer(false, true, || job.take().expect("offered once")) {
             Claim::QueuedIdle(slot) => self.spawn_drain(cell.clone(), slot),
             Claim::Full => {
-                return Err((job.take().expect("not queued"), self.mailbox_full(cell)));
+                let job = job.take().expect("not queued");
+                return Err(Box::new((job, self.mailbox_full(cell))));
             }
             Claim::Queued | Claim::Owned(_) => {}
         }
@@ -1480,7 +1482,8 @@ impl Inner {
                 ctx,
                 reply: None,
             });
-            if let Err((_, e)) = self.queue_job(&cell, job) {
+            if let Err(refused) = self.queue_job(&cell, job) {
+                let (_, e) = *refused;
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 self.done();
                 tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
