@@ -1,0 +1,251 @@
+//! The benchmark's agents: native Rust twins of `autogen_bench.py`'s agents, and the registration
+//! of the wasm plugins (`echo`, `counter`, `relay`) under the same agent types.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use warren_runtime::{
+    AgentId, AgentRuntime, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest,
+    MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
+};
+
+macro_rules! message {
+    ($($name:ident { $($f:ident: $t:ty),* })*) => {$(
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        pub struct $name { $(pub $f: $t),* }
+    )*};
+}
+
+message! {
+    Ping { i: i64 }
+    Pong { i: i64 }
+    News { i: i64 }
+    Touch { i: i64 }
+    Touched { i: i64 }
+    HopReq { i: i64, hops: i64 }
+    HopResp { i: i64, hops: i64 }
+    Inc { by: i64 }
+    GetState {}
+    StateView { counter: i64, note: String }
+}
+
+/// Hops in `rpc_chain`.
+pub const CHAIN_HOPS: i64 = 10;
+
+/// Deliveries counted by native fan-out subscribers (the reference's process-global counter).
+pub static DELIVERIES: AtomicU64 = AtomicU64::new(0);
+
+/// `"note-" + key`, right-padded with `.` to 64 bytes.
+pub fn note(key: &str) -> String {
+    format!("{:.<64}", format!("note-{key}"))
+}
+
+/// `echo` and `lazy`: Ping→Pong, Touch→Touched (counting touches).
+#[derive(Default)]
+pub struct Echo {
+    seen: i64,
+}
+
+impl RoutedAgent for Echo {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc_sync(|_: &mut Echo, m: &Ping, _| Ok::<_, BoxError>(Pong { i: m.i }));
+        r.rpc_sync(|a: &mut Echo, m: &Touch, _| {
+            a.seen += 1;
+            Ok::<_, BoxError>(Touched { i: m.i })
+        });
+    }
+}
+
+/// A `sub{j}` fan-out subscriber.
+#[derive(Default)]
+pub struct Sub {
+    count: i64,
+}
+
+impl RoutedAgent for Sub {
+    fn routes(r: &mut Routes<Self>) {
+        r.event_sync(|a: &mut Sub, _m: &News, _| {
+            a.count += 1;
+            DELIVERIES.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, BoxError>(())
+        });
+    }
+    fn save_state(&mut self) -> Result<Value, BoxError> {
+        Ok(json!({ "counter": self.count }))
+    }
+}
+
+/// `hop/k`: forwards to `hop/k+1` from inside its handler, or answers at the end.
+pub struct Hop {
+    next: Option<AgentId>,
+}
+
+impl RoutedAgent for Hop {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc(|a: &mut Hop, m: &HopReq, ctx: &MessageContext| {
+            Box::pin(async move {
+                let next_req = HopReq { i: m.i, hops: m.hops + 1 };
+                match &a.next {
+                    Some(next) => Ok(ctx.send::<HopResp>(next_req, next).await?),
+                    None => Ok::<_, BoxError>(HopResp { i: m.i, hops: m.hops + 1 }),
+                }
+            })
+        });
+    }
+}
+
+/// `stateful`: a counter and a note, saved and loaded as `{"counter", "note"}`.
+pub struct Stateful {
+    counter: i64,
+    note: String,
+}
+
+impl RoutedAgent for Stateful {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc_sync(|a: &mut Stateful, m: &Inc, _| {
+            a.counter += m.by;
+            Ok::<_, BoxError>(Pong { i: a.counter })
+        });
+        r.rpc_sync(|a: &mut Stateful, _m: &GetState, _| {
+            Ok::<_, BoxError>(StateView { counter: a.counter, note: a.note.clone() })
+        });
+    }
+    fn save_state(&mut self) -> Result<Value, BoxError> {
+        Ok(json!({ "counter": self.counter, "note": self.note }))
+    }
+    fn load_state(&mut self, s: Value) -> Result<(), BoxError> {
+        self.counter = s["counter"].as_i64().ok_or("counter must be an integer")?;
+        self.note = s["note"].as_str().ok_or("note must be a string")?.to_owned();
+        Ok(())
+    }
+}
+
+/// How agents are provided: native types, or the wasm plugins.
+pub enum Variant {
+    Native,
+    Wasm {
+        host: WasmHost,
+        echo: LoadedPlugin,
+        counter: LoadedPlugin,
+        relay: LoadedPlugin,
+    },
+}
+
+const SKIP: RegisterOptions = RegisterOptions {
+    skip_class_subscriptions: true,
+    skip_direct_message_subscription: true,
+};
+
+impl Variant {
+    pub async fn new(name: &str, components: &Path, max_instances: u32) -> anyhow::Result<Self> {
+        if name == "native" {
+            return Ok(Variant::Native);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let host = WasmHost::with_config(HostConfig {
+            max_instances,
+            ..HostConfig::default()
+        })?;
+        let load = |plugin: &str, file: &str| {
+            let manifest = root.join("plugins").join(plugin).join("plugin.toml");
+            let component = components.join(file);
+            let host = host.clone();
+            async move {
+                let m = Manifest::load(&manifest).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                anyhow::Ok(host.load_with_component(m, &manifest, &component).await?)
+            }
+        };
+        Ok(Variant::Wasm {
+            echo: load("echo", "warren_plugin_echo.wasm").await?,
+            counter: load("counter", "warren_plugin_counter.wasm").await?,
+            relay: load("relay", "warren_plugin_relay.wasm").await?,
+            host,
+        })
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Variant::Native => "rust-native",
+            Variant::Wasm { .. } => "rust-wasm-component",
+        }
+    }
+
+    pub fn codec(&self) -> &'static str {
+        match self {
+            Variant::Native => "none (shared Rust values)",
+            Variant::Wasm { .. } => "json (serde_json both sides of the component boundary)",
+        }
+    }
+
+    /// Registers the echo agent under `agent_type` (W1, W2, W4).
+    pub async fn echo(&self, rt: &AgentRuntime, agent_type: &str) -> anyhow::Result<()> {
+        match self {
+            Variant::Native => {
+                rt.register_routed_with(agent_type, |_| Echo::default(), SKIP).await?;
+            }
+            Variant::Wasm { host, echo, .. } => {
+                host.register_as(rt, echo, AgentType::new(agent_type)?, vec![]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a fan-out subscriber type subscribed to topic type `news` (W3).
+    pub async fn subscriber(&self, rt: &AgentRuntime, agent_type: &str) -> anyhow::Result<()> {
+        let t = AgentType::new(agent_type)?;
+        let sub = Subscription::type_subscription("news", t.clone());
+        match self {
+            Variant::Native => {
+                rt.register_routed_with(agent_type, |_| Sub::default(), SKIP).await?;
+                rt.add_subscription(sub).await?;
+            }
+            Variant::Wasm { host, counter, .. } => {
+                host.register_as(rt, counter, t, vec![sub]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the `hop` chain (W5).
+    pub async fn hop(&self, rt: &AgentRuntime) -> anyhow::Result<()> {
+        match self {
+            Variant::Native => {
+                rt.register_routed_with(
+                    "hop",
+                    |ctx| {
+                        let k: i64 = ctx.id().key().parse().unwrap_or(CHAIN_HOPS);
+                        let next = (k + 1 < CHAIN_HOPS)
+                            .then(|| AgentId::new("hop", (k + 1).to_string()).expect("valid id"));
+                        Hop { next }
+                    },
+                    SKIP,
+                )
+                .await?;
+            }
+            Variant::Wasm { host, relay, .. } => {
+                host.register_as(rt, relay, AgentType::new("hop")?, vec![]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the `stateful` type (W6).
+    pub async fn stateful(&self, rt: &AgentRuntime) -> anyhow::Result<()> {
+        match self {
+            Variant::Native => {
+                rt.register_routed_with(
+                    "stateful",
+                    |ctx| Stateful { counter: 0, note: note(ctx.id().key()) },
+                    SKIP,
+                )
+                .await?;
+            }
+            Variant::Wasm { host, counter, .. } => {
+                host.register_as(rt, counter, AgentType::new("stateful")?, vec![]).await?;
+            }
+        }
+        Ok(())
+    }
+}
