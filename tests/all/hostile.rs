@@ -344,6 +344,23 @@ async fn a_publish_storm_is_bounded_by_the_tenants_quotas() {
         );
         assert!(rt.live_agents() <= 50);
         assert_eq!(rt.unprocessed_messages_count(), 0);
+        // A new agent id past the quota is refused with a typed limit error.
+        rt.start().unwrap();
+        let e = rt
+            .send::<Count>(Inc { by: 1 }, &id("faulty/one-too-many"))
+            .await
+            .unwrap_err();
+        match e {
+            Error::LimitExceeded {
+                agent,
+                limit,
+                value,
+            } => {
+                assert_eq!((agent, limit), (id("faulty/one-too-many"), "instances"));
+                assert!(value.contains("40"), "{value}");
+            }
+            other => panic!("expected an instance limit, got {other}"),
+        }
     })
     .await;
 }

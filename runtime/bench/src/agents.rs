@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use warren_runtime::{
-    AgentId, AgentRuntime, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest,
-    MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
+    AgentId, AgentRuntime, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest, MessageContext,
+    RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
 };
 
 macro_rules! message {
@@ -86,10 +86,16 @@ impl RoutedAgent for Hop {
     fn routes(r: &mut Routes<Self>) {
         r.rpc(|a: &mut Hop, m: &HopReq, ctx: &MessageContext| {
             Box::pin(async move {
-                let next_req = HopReq { i: m.i, hops: m.hops + 1 };
+                let next_req = HopReq {
+                    i: m.i,
+                    hops: m.hops + 1,
+                };
                 match &a.next {
                     Some(next) => Ok(ctx.send::<HopResp>(next_req, next).await?),
-                    None => Ok::<_, BoxError>(HopResp { i: m.i, hops: m.hops + 1 }),
+                    None => Ok::<_, BoxError>(HopResp {
+                        i: m.i,
+                        hops: m.hops + 1,
+                    }),
                 }
             })
         });
@@ -109,7 +115,10 @@ impl RoutedAgent for Stateful {
             Ok::<_, BoxError>(Pong { i: a.counter })
         });
         r.rpc_sync(|a: &mut Stateful, _m: &GetState, _| {
-            Ok::<_, BoxError>(StateView { counter: a.counter, note: a.note.clone() })
+            Ok::<_, BoxError>(StateView {
+                counter: a.counter,
+                note: a.note.clone(),
+            })
         });
     }
     fn save_state(&mut self) -> Result<Value, BoxError> {
@@ -117,7 +126,10 @@ impl RoutedAgent for Stateful {
     }
     fn load_state(&mut self, s: Value) -> Result<(), BoxError> {
         self.counter = s["counter"].as_i64().ok_or("counter must be an integer")?;
-        self.note = s["note"].as_str().ok_or("note must be a string")?.to_owned();
+        self.note = s["note"]
+            .as_str()
+            .ok_or("note must be a string")?
+            .to_owned();
         Ok(())
     }
 }
@@ -144,8 +156,11 @@ impl Variant {
             return Ok(Variant::Native);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // Small memories (the plugins need well under 16 MiB) so a pool of tens of thousands of
+        // slots fits in the address space.
         let host = WasmHost::with_config(HostConfig {
             max_instances,
+            max_memory: 16 << 20,
             ..HostConfig::default()
         })?;
         let load = |plugin: &str, file: &str| {
@@ -153,7 +168,9 @@ impl Variant {
             let component = components.join(file);
             let host = host.clone();
             async move {
-                let m = Manifest::load(&manifest).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                let mut m = Manifest::load(&manifest).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                // The workloads keep up to 2 x 20,000 agents of one type live.
+                m.limits.instances = Some(1 << 24);
                 anyhow::Ok(host.load_with_component(m, &manifest, &component).await?)
             }
         };
@@ -172,6 +189,14 @@ impl Variant {
         }
     }
 
+    pub fn allocator(&self) -> &'static str {
+        match self {
+            Variant::Native => "-",
+            Variant::Wasm { host, .. } if host.is_pooling() => "pooling",
+            Variant::Wasm { .. } => "on-demand",
+        }
+    }
+
     pub fn codec(&self) -> &'static str {
         match self {
             Variant::Native => "none (shared Rust values)",
@@ -183,10 +208,12 @@ impl Variant {
     pub async fn echo(&self, rt: &AgentRuntime, agent_type: &str) -> anyhow::Result<()> {
         match self {
             Variant::Native => {
-                rt.register_routed_with(agent_type, |_| Echo::default(), SKIP).await?;
+                rt.register_routed_with(agent_type, |_| Echo::default(), SKIP)
+                    .await?;
             }
             Variant::Wasm { host, echo, .. } => {
-                host.register_as(rt, echo, AgentType::new(agent_type)?, vec![]).await?;
+                host.register_as(rt, echo, AgentType::new(agent_type)?, vec![])
+                    .await?;
             }
         }
         Ok(())
@@ -198,7 +225,8 @@ impl Variant {
         let sub = Subscription::type_subscription("news", t.clone());
         match self {
             Variant::Native => {
-                rt.register_routed_with(agent_type, |_| Sub::default(), SKIP).await?;
+                rt.register_routed_with(agent_type, |_| Sub::default(), SKIP)
+                    .await?;
                 rt.add_subscription(sub).await?;
             }
             Variant::Wasm { host, counter, .. } => {
@@ -225,7 +253,8 @@ impl Variant {
                 .await?;
             }
             Variant::Wasm { host, relay, .. } => {
-                host.register_as(rt, relay, AgentType::new("hop")?, vec![]).await?;
+                host.register_as(rt, relay, AgentType::new("hop")?, vec![])
+                    .await?;
             }
         }
         Ok(())
@@ -237,13 +266,17 @@ impl Variant {
             Variant::Native => {
                 rt.register_routed_with(
                     "stateful",
-                    |ctx| Stateful { counter: 0, note: note(ctx.id().key()) },
+                    |ctx| Stateful {
+                        counter: 0,
+                        note: note(ctx.id().key()),
+                    },
                     SKIP,
                 )
                 .await?;
             }
             Variant::Wasm { host, counter, .. } => {
-                host.register_as(rt, counter, AgentType::new("stateful")?, vec![]).await?;
+                host.register_as(rt, counter, AgentType::new("stateful")?, vec![])
+                    .await?;
             }
         }
         Ok(())

@@ -89,10 +89,21 @@ fn main() -> anyhow::Result<()> {
     for rep in 0..args.reps {
         for w in &workloads {
             for v in &variants {
-                let n = args.n.unwrap_or_else(|| if args.quick { full_n(w) / 10 } else { full_n(w) });
+                let n = args.n.unwrap_or_else(|| {
+                    if args.quick {
+                        full_n(w) / 10
+                    } else {
+                        full_n(w)
+                    }
+                });
                 let out = Command::new(&exe)
                     .args(["--child", "--workload", w, "--variant", v])
-                    .args(["--n", &n.to_string(), "--threads", &args.threads.to_string()])
+                    .args([
+                        "--n",
+                        &n.to_string(),
+                        "--threads",
+                        &args.threads.to_string(),
+                    ])
                     .arg("--components")
                     .arg(&components)
                     .output()?;
@@ -134,8 +145,22 @@ fn build_components() -> anyhow::Result<PathBuf> {
     let target = root.join("target").join("guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "-q", "--target", "wasm32-wasip2", "--profile", "guest"])
-        .args(["-p", "warren-plugin-echo", "-p", "warren-plugin-counter", "-p", "warren-plugin-relay"])
+        .args([
+            "build",
+            "-q",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "guest",
+        ])
+        .args([
+            "-p",
+            "warren-plugin-echo",
+            "-p",
+            "warren-plugin-counter",
+            "-p",
+            "warren-plugin-relay",
+        ])
         .arg("--target-dir")
         .arg(&target)
         .status()
@@ -147,19 +172,38 @@ fn build_components() -> anyhow::Result<PathBuf> {
 }
 
 fn child(args: &Args) -> anyhow::Result<()> {
-    let workload = args.workload.first().context("--child needs --workload")?.clone();
-    let variant = args.variant.first().cloned().unwrap_or_else(|| "native".into());
+    let workload = args
+        .workload
+        .first()
+        .context("--child needs --workload")?
+        .clone();
+    let variant = args
+        .variant
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "native".into());
     let n = args.n.unwrap_or_else(|| full_n(&workload));
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)
             .enable_all()
             .build()?
     };
-    let components = args.components.clone().context("--child needs --components")?;
-    let rec = rt.block_on(workloads::run(&workload, &variant, n, args.threads, &components))?;
+    let components = args
+        .components
+        .clone()
+        .context("--child needs --components")?;
+    let rec = rt.block_on(workloads::run(
+        &workload,
+        &variant,
+        n,
+        args.threads,
+        &components,
+    ))?;
     println!("{rec}");
     Ok(())
 }

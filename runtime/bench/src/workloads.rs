@@ -28,7 +28,10 @@ fn rss_kib() -> u64 {
 /// Process CPU time (user + system, all threads), in seconds.
 #[allow(unsafe_code)]
 fn cpu_seconds() -> f64 {
-    let mut ts = libc_timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc_timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec into the pointer we pass, which points to a live,
     // properly aligned local of the layout the C ABI expects on Linux (two longs).
     let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
@@ -58,7 +61,10 @@ struct Timer {
 
 impl Timer {
     fn start() -> Self {
-        Self { cpu: cpu_seconds(), wall: Instant::now() }
+        Self {
+            cpu: cpu_seconds(),
+            wall: Instant::now(),
+        }
     }
     fn stop(self) -> (f64, f64) {
         (self.wall.elapsed().as_secs_f64(), cpu_seconds() - self.cpu)
@@ -87,10 +93,14 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "impl": format!("{}-{}thread", variant.label(), threads),
         "threads": threads,
         "codec": variant.codec(),
+        "allocator": variant.allocator(),
         "mailbox": "one message at a time per agent (FIFO)",
     });
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg")
-        && let Some(v) = l.split_whitespace().next().and_then(|v| v.parse::<f64>().ok())
+        && let Some(v) = l
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
     {
         rec["loadavg_1m"] = v.into();
     }
@@ -143,7 +153,14 @@ async fn rpc_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Result
     }
     let (seconds, cpu) = t.stop();
     rt.stop_when_idle().await?;
-    Ok(Record { workload: "rpc_roundtrip", n, seconds, units: n as f64, cpu, extra: json!({}) })
+    Ok(Record {
+        workload: "rpc_roundtrip",
+        n,
+        seconds,
+        units: n as f64,
+        cpu,
+        extra: json!({}),
+    })
 }
 
 async fn rpc_concurrent(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Result<Record> {
@@ -158,9 +175,19 @@ async fn rpc_concurrent(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
     let res = futures_util::future::try_join_all(all).await?;
     let (seconds, cpu) = t.stop();
     ensure!(res.len() as u64 == n, "missing responses");
-    ensure!(res.iter().enumerate().all(|(i, r)| r.i == i as i64), "bad concurrent results");
+    ensure!(
+        res.iter().enumerate().all(|(i, r)| r.i == i as i64),
+        "bad concurrent results"
+    );
     rt.stop_when_idle().await?;
-    Ok(Record { workload: "rpc_concurrent", n, seconds, units: n as f64, cpu, extra: json!({ "keys": KEYS }) })
+    Ok(Record {
+        workload: "rpc_concurrent",
+        n,
+        seconds,
+        units: n as f64,
+        cpu,
+        extra: json!({ "keys": KEYS }),
+    })
 }
 
 async fn fanout_deliveries(rt: &AgentRuntime, v: &Variant) -> anyhow::Result<Vec<u64>> {
@@ -187,7 +214,10 @@ async fn publish_fanout(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
     rt.publish(News { i: -1 }, &topic).await?;
     rt.stop_when_idle().await?;
     let warm = fanout_deliveries(rt, v).await?;
-    ensure!(warm.iter().sum::<u64>() == SUBS, "warm-up deliveries {warm:?}");
+    ensure!(
+        warm.iter().sum::<u64>() == SUBS,
+        "warm-up deliveries {warm:?}"
+    );
     DELIVERIES.store(0, Ordering::Relaxed);
     rt.start()?;
     let t = Timer::start();
@@ -201,7 +231,10 @@ async fn publish_fanout(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
         Variant::Native => ensure!(DELIVERIES.load(Ordering::Relaxed) == d, "deliveries"),
         Variant::Wasm { .. } => {
             let counts = fanout_deliveries(rt, v).await?;
-            ensure!(counts.iter().all(|c| *c == n + 1), "every agent's counter == N + 1: {counts:?}");
+            ensure!(
+                counts.iter().all(|c| *c == n + 1),
+                "every agent's counter == N + 1: {counts:?}"
+            );
         }
     }
     Ok(Record {
@@ -217,7 +250,8 @@ async fn publish_fanout(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
 async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Result<Record> {
     v.echo(rt, "lazy").await?;
     rt.start()?;
-    rt.send::<Touched>(Touch { i: -1 }, &id("lazy", "warmup")).await?;
+    rt.send::<Touched>(Touch { i: -1 }, &id("lazy", "warmup"))
+        .await?;
     let before = rss_kib();
     let t = Timer::start();
     for i in 0..n as i64 {
@@ -301,7 +335,10 @@ async fn state_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resu
     samples.dedup();
     for i in samples {
         let s: StateView = b.send(GetState {}, &id("stateful", i)).await?;
-        ensure!(s.counter == i as i64 && s.note == note(&i.to_string()), "state mismatch for {i}: {s:?}");
+        ensure!(
+            s.counter == i as i64 && s.note == note(&i.to_string()),
+            "state mismatch for {i}: {s:?}"
+        );
     }
     b.stop_when_idle().await?;
     let seconds = save_s + dumps_s + loads_s + load_s;

@@ -1204,9 +1204,13 @@ impl Inner {
             Ok(Ok(a)) => a,
             Ok(Err(source)) => {
                 tracing::error!(agent = %cell.id, error = %source, "error constructing agent");
-                return Err(Error::FactoryFailed {
-                    agent: cell.id.clone(),
-                    source,
+                // A factory that failed with a runtime error (a quota, say) reports it as it is.
+                return Err(match source.downcast::<Error>() {
+                    Ok(e) => *e,
+                    Err(source) => Error::FactoryFailed {
+                        agent: cell.id.clone(),
+                        source,
+                    },
                 });
             }
             Err(p) => {
