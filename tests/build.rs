@@ -19,6 +19,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("warren-fixture-faulty", "FAULTY"),
     ("warren-fixture-fs-reader", "FS_READER"),
     ("warren-fixture-command", "COMMAND"),
+    ("warren-fixture-net-client", "NET_CLIENT"),
 ];
 
 fn main() {

@@ -574,8 +574,35 @@ impl WasmHost {
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
         let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
         let fs_granted = manifest.capabilities.filesystem.is_some();
-        for import in &imports {
-            check_import(&plugin, import, fs_granted)?;
+        // Every refused import is named at once, so one fix-and-retry is enough.
+        let refused: Vec<PluginError> = imports
+            .iter()
+            .filter_map(|i| check_import(&plugin, i, fs_granted).err())
+            .collect();
+        if let Some(first) = refused.into_iter().reduce(|a, b| match (a, b) {
+            (
+                PluginError::ImportNotGranted {
+                    plugin,
+                    import,
+                    why,
+                },
+                PluginError::ImportNotGranted {
+                    import: more,
+                    why: why2,
+                    ..
+                },
+            ) => PluginError::ImportNotGranted {
+                plugin,
+                import: format!("{import}, {more}"),
+                why: if why.contains(&why2) {
+                    why
+                } else {
+                    format!("{why}; {why2}")
+                },
+            },
+            (a, _) => a,
+        }) {
+            return Err(first);
         }
         let pre =
             self.inner

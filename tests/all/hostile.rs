@@ -518,3 +518,124 @@ async fn bad_components_are_refused_at_load_in_a_tenant() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_component_importing_sockets_is_refused_at_load() {
+    let t = host().tenant(hostile_config());
+    let path = manifest_path("faulty");
+    let m = Manifest::load(&path).unwrap();
+    let e = t
+        .load_with_component(m, &path, Path::new(guests::NET_CLIENT))
+        .await
+        .unwrap_err();
+    match &e {
+        PluginError::ImportNotGranted { import, why, .. } => {
+            assert!(import.contains("wasi:sockets/"), "{import}");
+            assert!(why.contains("no network"), "{why}");
+        }
+        other => panic!("expected ImportNotGranted, got {other}"),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReadFile {
+    path: String,
+}
+
+#[tokio::test]
+async fn a_filesystem_grant_opens_one_directory_read_only_and_nothing_else() {
+    // Allowed by the manifest's [capabilities.filesystem], on a tenant that permits it.
+    let mut config = TenantConfig::new("files");
+    config.ceilings.allow_filesystem = true;
+    let t = host().tenant(config);
+    let path = manifest_path("fs-reader");
+    let m = Manifest::load(&path).unwrap();
+    let p = t
+        .load_with_component(m, &path, Path::new(guests::FS_READER))
+        .await
+        .unwrap();
+    t.register(&p).await.unwrap();
+    let rt = t.runtime();
+    rt.start().unwrap();
+    let text: String = within(rt.send(
+        ReadFile {
+            path: "/data/hello.txt".into(),
+        },
+        &id("reader/1"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(text.trim(), "granted content");
+    // Outside the grant there is nothing: not the host's files, not a parent directory.
+    for outside in ["/etc/passwd", "/data/../Cargo.toml", "Cargo.toml"] {
+        let e = within(rt.send::<String>(
+            ReadFile {
+                path: outside.into(),
+            },
+            &id("reader/1"),
+        ))
+        .await
+        .unwrap_err();
+        assert!(matches!(e, Error::HandlerFailed { .. }), "{outside}: {e}");
+    }
+    // A tenant that does not permit filesystem grants refuses the plugin at load.
+    let strict = host().tenant(TenantConfig::new("strict"));
+    let m = Manifest::load(&path).unwrap();
+    let e = strict
+        .load_with_component(m, &path, Path::new(guests::FS_READER))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PluginError::ImportNotGranted { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn fuel_metering_stops_a_guest_deterministically() {
+    use warren_runtime::{HostConfig, WasmHost};
+    let cache = Path::new(guests::ROOT)
+        .join("target")
+        .join("test-compile-cache");
+    let host = WasmHost::with_config(HostConfig {
+        fuel: true,
+        cache_dir: Some(cache),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let path = manifest_path("faulty");
+    let mut m = Manifest::load(&path).unwrap();
+    m.limits.fuel = Some(5_000_000);
+    m.limits.time_ms = Some(60_000);
+    let p = host
+        .load_with_component(m, &path, Path::new(guests::FAULTY))
+        .await
+        .unwrap();
+    let rt = warren_runtime::AgentRuntime::new();
+    host.register(&rt, &p).await.unwrap();
+    rt.start().unwrap();
+    // Small work fits in the budget; an endless loop runs out of fuel (not of time).
+    let c: Count = within(rt.send(Inc { by: 2 }, &id("faulty/fuel")))
+        .await
+        .unwrap();
+    assert_eq!(c.value, 2);
+    let e = within(rt.send::<()>(Spin {}, &id("faulty/fuel")))
+        .await
+        .unwrap_err();
+    match e {
+        Error::LimitExceeded {
+            agent,
+            limit,
+            value,
+        } => {
+            assert_eq!((agent, limit), (id("faulty/fuel"), "fuel"));
+            assert!(value.contains("5000000"), "{value}");
+        }
+        other => panic!("expected a fuel limit, got {other}"),
+    }
+    // A host without fuel metering refuses a manifest that asks for it, naming the key.
+    let mut m = Manifest::load(&path).unwrap();
+    m.limits.fuel = Some(1);
+    let e = crate::wasm::host()
+        .load_with_component(m, &path, Path::new(guests::FAULTY))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("limits.fuel"), "{e}");
+}
