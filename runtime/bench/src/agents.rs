@@ -137,12 +137,15 @@ impl RoutedAgent for Stateful {
 /// How agents are provided: native types, or the wasm plugins.
 pub enum Variant {
     Native,
-    Wasm {
-        host: WasmHost,
-        echo: LoadedPlugin,
-        counter: LoadedPlugin,
-        relay: LoadedPlugin,
-    },
+    Wasm(Box<Plugins>),
+}
+
+/// The loaded wasm plugins.
+pub struct Plugins {
+    host: WasmHost,
+    echo: LoadedPlugin,
+    counter: LoadedPlugin,
+    relay: LoadedPlugin,
 }
 
 const SKIP: RegisterOptions = RegisterOptions {
@@ -174,33 +177,33 @@ impl Variant {
                 anyhow::Ok(host.load_with_component(m, &manifest, &component).await?)
             }
         };
-        Ok(Variant::Wasm {
+        Ok(Variant::Wasm(Box::new(Plugins {
             echo: load("echo", "warren_plugin_echo.wasm").await?,
             counter: load("counter", "warren_plugin_counter.wasm").await?,
             relay: load("relay", "warren_plugin_relay.wasm").await?,
             host,
-        })
+        })))
     }
 
     pub fn label(&self) -> &'static str {
         match self {
             Variant::Native => "rust-native",
-            Variant::Wasm { .. } => "rust-wasm-component",
+            Variant::Wasm(_) => "rust-wasm-component",
         }
     }
 
     pub fn allocator(&self) -> &'static str {
         match self {
             Variant::Native => "-",
-            Variant::Wasm { host, .. } if host.is_pooling() => "pooling",
-            Variant::Wasm { .. } => "on-demand",
+            Variant::Wasm(p) if p.host.is_pooling() => "pooling",
+            Variant::Wasm(_) => "on-demand",
         }
     }
 
     pub fn codec(&self) -> &'static str {
         match self {
             Variant::Native => "none (shared Rust values)",
-            Variant::Wasm { .. } => "json (serde_json both sides of the component boundary)",
+            Variant::Wasm(_) => "json (serde_json both sides of the component boundary)",
         }
     }
 
@@ -211,8 +214,9 @@ impl Variant {
                 rt.register_routed_with(agent_type, |_| Echo::default(), SKIP)
                     .await?;
             }
-            Variant::Wasm { host, echo, .. } => {
-                host.register_as(rt, echo, AgentType::new(agent_type)?, vec![])
+            Variant::Wasm(p) => {
+                p.host
+                    .register_as(rt, &p.echo, AgentType::new(agent_type)?, vec![])
                     .await?;
             }
         }
@@ -229,8 +233,8 @@ impl Variant {
                     .await?;
                 rt.add_subscription(sub).await?;
             }
-            Variant::Wasm { host, counter, .. } => {
-                host.register_as(rt, counter, t, vec![sub]).await?;
+            Variant::Wasm(p) => {
+                p.host.register_as(rt, &p.counter, t, vec![sub]).await?;
             }
         }
         Ok(())
@@ -252,8 +256,9 @@ impl Variant {
                 )
                 .await?;
             }
-            Variant::Wasm { host, relay, .. } => {
-                host.register_as(rt, relay, AgentType::new("hop")?, vec![])
+            Variant::Wasm(p) => {
+                p.host
+                    .register_as(rt, &p.relay, AgentType::new("hop")?, vec![])
                     .await?;
             }
         }
@@ -274,8 +279,9 @@ impl Variant {
                 )
                 .await?;
             }
-            Variant::Wasm { host, counter, .. } => {
-                host.register_as(rt, counter, AgentType::new("stateful")?, vec![])
+            Variant::Wasm(p) => {
+                p.host
+                    .register_as(rt, &p.counter, AgentType::new("stateful")?, vec![])
                     .await?;
             }
         }

@@ -193,7 +193,7 @@ async fn rpc_concurrent(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
 async fn fanout_deliveries(rt: &AgentRuntime, v: &Variant) -> anyhow::Result<Vec<u64>> {
     match v {
         Variant::Native => Ok(vec![DELIVERIES.load(Ordering::Relaxed)]),
-        Variant::Wasm { .. } => {
+        Variant::Wasm(_) => {
             let mut counts = Vec::new();
             for j in 0..100 {
                 let s = rt.agent_save_state(&id(&format!("sub{j}"), "s")).await?;
@@ -229,7 +229,7 @@ async fn publish_fanout(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resul
     let d = n * SUBS;
     match v {
         Variant::Native => ensure!(DELIVERIES.load(Ordering::Relaxed) == d, "deliveries"),
-        Variant::Wasm { .. } => {
+        Variant::Wasm(_) => {
             let counts = fanout_deliveries(rt, v).await?;
             ensure!(
                 counts.iter().all(|c| *c == n + 1),
