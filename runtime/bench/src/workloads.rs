@@ -123,8 +123,14 @@ pub async fn run(
     components: &Path,
 ) -> anyhow::Result<Value> {
     // Enough pooling slots for the biggest workload (W4/W6 keep n agents live).
-    // state_roundtrip keeps two runtimes of n agents each alive.
-    let slots = u32::try_from(2 * n + 200).unwrap_or(u32::MAX);
+    // Pool slots for the agents a workload keeps live: state_roundtrip keeps two runtimes of n
+    // agents each, instantiate_many n + 1; the others a few hundred at most.
+    let live = match workload {
+        "state_roundtrip" => 2 * n,
+        "instantiate_many" => n,
+        _ => 200,
+    };
+    let slots = u32::try_from(live + 200).unwrap_or(u32::MAX);
     let variant = Variant::new(variant_name, components, slots).await?;
     let rt = AgentRuntime::new();
     let r = match workload {

@@ -113,6 +113,16 @@ pub fn type_name_of<T: ?Sized>() -> String {
     bare_type_name(std::any::type_name::<T>())
 }
 
+/// Whether the bare name of the Rust type `full` is `name`, without allocating for the common
+/// case of a non-generic type (this runs once per decoded message).
+fn bare_name_is(full: &str, name: &str) -> bool {
+    if full.contains('<') {
+        return bare_type_name(full) == name;
+    }
+    full.ends_with(name)
+        && (full.len() == name.len() || full[..full.len() - name.len()].ends_with("::"))
+}
+
 impl Message {
     /// A native message that can also be encoded as JSON when a consumer needs bytes.
     pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
@@ -167,11 +177,7 @@ impl Message {
     pub fn has_type_name(&self, name: &str) -> bool {
         match &self.repr {
             Repr::Empty => name == "()",
-            Repr::Native { rust_name, .. } => {
-                rust_name.ends_with(name)
-                    && (rust_name.len() == name.len()
-                        || rust_name[..rust_name.len() - name.len()].ends_with("::"))
-            }
+            Repr::Native { rust_name, .. } => bare_name_is(rust_name, name),
             Repr::Payload(p) => p.type_name == name,
         }
     }
@@ -211,7 +217,7 @@ impl Message {
     /// Decodes a `T`: a native `T` is taken (or cloned through JSON if it is shared), a JSON payload
     /// whose type name matches is deserialized. Anything else is a typed error.
     pub fn decode<T: DeserializeOwned + Any + Send + Sync>(self) -> Result<T, Error> {
-        let expected = type_name_of::<T>();
+        let expected = || type_name_of::<T>();
         match self.repr {
             Repr::Native {
                 value,
@@ -222,6 +228,7 @@ impl Message {
                     Ok(v) => Ok(v),
                     Err(shared) => {
                         // Shared with other recipients: copy through the type's own encoding.
+                        let expected = expected();
                         let enc = encode.ok_or_else(|| Error::UnexpectedResponse {
                             expected: expected.clone(),
                             actual: format!(
@@ -234,14 +241,14 @@ impl Message {
                     }
                 },
                 Err(_) => Err(Error::UnexpectedResponse {
-                    expected,
+                    expected: expected(),
                     actual: bare_type_name(rust_name),
                 }),
             },
             Repr::Payload(p) => {
-                if p.type_name != expected {
+                if !bare_name_is(std::any::type_name::<T>(), &p.type_name) {
                     return Err(Error::UnexpectedResponse {
-                        expected,
+                        expected: expected(),
                         actual: p.type_name.clone(),
                     });
                 }
@@ -249,7 +256,7 @@ impl Message {
             }
             // No value decodes as whatever JSON `null` decodes as: `()` or `Option<_>`.
             Repr::Empty => serde_json::from_slice(b"null").map_err(|_| Error::UnexpectedResponse {
-                expected,
+                expected: expected(),
                 actual: "()".to_owned(),
             }),
         }
