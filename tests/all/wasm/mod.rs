@@ -68,3 +68,24 @@ pub async fn runtime_with(plugins: &[(&str, &str)]) -> AgentRuntime {
     }
     rt
 }
+
+/// The host and the guest SDK name message types the same way (the SDK keeps its own copy of the
+/// function so guests do not depend on the runtime).
+#[test]
+fn host_and_guest_agree_on_type_names() {
+    for full in [
+        "WorkRequest",
+        "my_plugin::msgs::WorkRequest",
+        "alloc::vec::Vec<my::Item>",
+        "core::option::Option<alloc::string::String>",
+        "(a::B, c::D)",
+        "&str",
+        "[u8; 4]",
+    ] {
+        assert_eq!(
+            warren_runtime::message::bare_type_name(full),
+            warren_guest::bare_type_name(full),
+            "{full}"
+        );
+    }
+}
