@@ -59,8 +59,12 @@ pub fn build_dirs(dirs: &[PathBuf], target_dir: Option<&Path>) -> anyhow::Result
         }
         let wasm = cargo_build(&cargo_toml, target_dir)?;
         let dest = dir.join(&manifest.agent.component);
-        std::fs::copy(&wasm, &dest)
-            .with_context(|| format!("copying {} to {}", wasm.display(), dest.display()))?;
+        // Copy then rename, so a host loading the plugin meanwhile never sees half a component.
+        let tmp = dest.with_extension(format!("wasm.tmp{}", std::process::id()));
+        std::fs::copy(&wasm, &tmp)
+            .with_context(|| format!("copying {} to {}", wasm.display(), tmp.display()))?;
+        std::fs::rename(&tmp, &dest)
+            .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))?;
         line(
             "built",
             serde_json::json!({ "plugin": manifest.agent.agent_type, "component": dest.display().to_string() }),
