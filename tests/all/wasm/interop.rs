@@ -336,3 +336,51 @@ async fn registration_errors_are_typed() {
     let e = rt.register_routed("echo", |_| Noop).await.unwrap_err();
     assert!(matches!(e, Error::AgentTypeExists { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn the_host_falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
+    use warren_runtime::{Allocation, HostConfig, Manifest, WasmHost};
+    // A pool of a billion 1 TiB memories cannot be reserved on any machine.
+    let impossible = HostConfig {
+        max_instances: 1_000_000_000,
+        max_memory: 1 << 40,
+        cache_dir: None,
+        ..HostConfig::default()
+    };
+    let e = WasmHost::with_config(HostConfig {
+        allocation: Allocation::Pooling,
+        ..impossible.clone()
+    })
+    .unwrap_err();
+    assert!(e.to_string().starts_with("wasm host:"), "{e}");
+    let host = WasmHost::with_config(HostConfig {
+        allocation: Allocation::Auto,
+        ..impossible
+    })
+    .unwrap();
+    assert!(
+        !host.is_pooling(),
+        "Auto falls back to on-demand allocation"
+    );
+    // And the fallback host runs agents.
+    let path = super::manifest_path("echo");
+    let p = host
+        .load_with_component(
+            Manifest::load(&path).unwrap(),
+            &path,
+            std::path::Path::new(guests::ECHO),
+        )
+        .await
+        .unwrap();
+    let rt = AgentRuntime::new();
+    host.register(&rt, &p).await.unwrap();
+    rt.start().unwrap();
+    let pong: Pong = within(rt.send(Ping { i: 9 }, &id("echo/fallback")))
+        .await
+        .unwrap();
+    assert_eq!(pong.i, 9);
+    assert!(
+        super::host().is_pooling(),
+        "the shared test host uses the pool"
+    );
+}
