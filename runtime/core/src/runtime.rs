@@ -720,7 +720,9 @@ impl AgentRuntime {
         options: SendOptions,
     ) -> Result<Message, Error> {
         let span = tracing::debug_span!("warren.send", recipient = %recipient);
-        let fut = self.inner.clone().send(message, recipient, options);
+        // Boxed: the send's state is over a kilobyte, and callers that keep thousands of sends in
+        // flight (a `join_all`) would otherwise move all of it around.
+        let fut = Box::pin(self.inner.clone().send(message, recipient, options));
         // A disabled span costs nothing to create; skipping the wrapper saves a poll layer.
         if span.is_disabled() {
             fut.await
