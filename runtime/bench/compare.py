@@ -55,6 +55,27 @@ def setup() -> tuple[Path, Path, Path]:
     return py, TARGET / "release" / "warren-bench", guests / "wasm32-wasip2" / "guest"
 
 
+def ensure_map_count(full: bool) -> None:
+    """Tens of thousands of live wasm instances need more memory mappings than Linux's default
+    65,530 (the pooling allocator uses several per instance, for guard pages and memory images)."""
+    path = Path("/proc/sys/vm/max_map_count")
+    try:
+        current = int(path.read_text())
+    except (OSError, ValueError):
+        return
+    if not full or current >= 262144:
+        return
+    if os.geteuid() == 0:
+        path.write_text("1048576\n")
+        print(f"# raised vm.max_map_count from {current} to 1048576 for 20,000+ live wasm agents", file=sys.stderr)
+    else:
+        raise SystemExit(
+            f"vm.max_map_count is {current}: full-size instantiate_many and state_roundtrip keep 20,000-40,000 "
+            "wasm instances live and need more mappings; run `sudo sysctl -w vm.max_map_count=1048576` "
+            "(or use --quick)"
+        )
+
+
 def child(cmd) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
@@ -85,6 +106,7 @@ def main() -> None:
     args = ap.parse_args()
 
     py, bench, components = setup()
+    ensure_map_count(not args.quick)
     selected = args.workload or WORKLOADS
     results: dict[tuple[str, str], list[dict]] = {}
     started = time.time()

@@ -212,7 +212,7 @@ impl warren::agent::host::Host for StoreState {
             )
             .await
             .map_err(|e| to_wit_error(&e))?;
-        rt.serialize(&response)
+        rt.into_payload(response)
             .map(Into::into)
             .map_err(|e| to_wit_error(&e))
     }

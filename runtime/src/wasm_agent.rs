@@ -227,7 +227,7 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let payload: bindings::wit::Payload = ctx.runtime().serialize(&message)?.into();
+        let payload: bindings::wit::Payload = ctx.runtime().into_payload(message)?.into();
         self.check_size(payload.data.len())?;
         let message_type = payload.type_name.clone();
         let wctx = bindings::context(ctx);

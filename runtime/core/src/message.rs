@@ -262,6 +262,15 @@ impl Message {
         }
     }
 
+    /// Like [`Message::to_payload`], but takes the payload out of the message without copying it
+    /// when nobody else holds it (the usual case for a message crossing into a wasm agent).
+    pub fn into_payload(self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
+        match self.repr {
+            Repr::Payload(p) => Ok(Arc::try_unwrap(p).unwrap_or_else(|shared| (*shared).clone())),
+            repr => Message { repr }.to_payload(registry),
+        }
+    }
+
     /// The message as a JSON payload: payloads are returned as they are, native values use their
     /// built-in JSON encoding or a serializer from `registry`.
     pub fn to_payload(&self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {

@@ -572,6 +572,12 @@ impl AgentRuntime {
         self.inner.serializers.read().serialize(message)
     }
 
+    /// [`AgentRuntime::serialize`] for a message the caller owns: a payload is moved out, not
+    /// copied.
+    pub fn into_payload(&self, message: Message) -> Result<crate::Payload, Error> {
+        message.into_payload(Some(&self.inner.serializers.read()))
+    }
+
     /// Decodes a payload with the serializer registered for its (type name, content type).
     pub fn deserialize(&self, payload: &crate::Payload) -> Result<Message, Error> {
         self.inner.serializers.read().deserialize(payload)
