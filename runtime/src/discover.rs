@@ -57,8 +57,7 @@ pub fn discover(roots: &[PathBuf]) -> Result<Vec<FoundPlugin>, Vec<ManifestError
     for path in manifests {
         match Manifest::load(&path) {
             Ok(manifest) => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                let component_path = dir.join(&manifest.agent.component);
+                let component_path = manifest.component_path(&path);
                 found.push(FoundPlugin {
                     manifest_path: path,
                     manifest,

@@ -513,8 +513,7 @@ impl WasmHost {
     /// Loads the plugin whose manifest is `manifest_path`, with the component the manifest names.
     pub async fn load(&self, manifest_path: &Path) -> Result<LoadedPlugin, PluginError> {
         let manifest = Manifest::load(manifest_path).map_err(PluginError::Manifest)?;
-        let dir = manifest_path.parent().unwrap_or(Path::new("."));
-        let component_path = dir.join(&manifest.agent.component);
+        let component_path = manifest.component_path(manifest_path);
         self.load_with_component(manifest, manifest_path, &component_path)
             .await
     }

@@ -300,6 +300,14 @@ impl Manifest {
         errors
     }
 
+    /// The component file this manifest names, resolved against the manifest's own path.
+    pub fn component_path(&self, manifest_path: &Path) -> PathBuf {
+        manifest_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&self.agent.component)
+    }
+
     /// The validated agent type.
     pub fn agent_type(&self) -> AgentType {
         AgentType::new(&self.agent.agent_type).expect("validated on load")

@@ -128,10 +128,7 @@ impl Tenant {
     /// Loads and registers the plugin of `manifest_path` in this tenant.
     pub async fn install(&self, manifest_path: &Path) -> Result<AgentType, PluginError> {
         let manifest = Manifest::load(manifest_path).map_err(PluginError::Manifest)?;
-        let component = manifest_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&manifest.agent.component);
+        let component = manifest.component_path(manifest_path);
         let plugin = self
             .load_with_component(manifest, manifest_path, &component)
             .await?;

@@ -58,7 +58,7 @@ pub fn build_dirs(dirs: &[PathBuf], target_dir: Option<&Path>) -> anyhow::Result
             );
         }
         let wasm = cargo_build(&cargo_toml, target_dir)?;
-        let dest = dir.join(&manifest.agent.component);
+        let dest = manifest.component_path(&manifest_path);
         // Copy then rename, so a host loading the plugin meanwhile never sees half a component.
         let tmp = dest.with_extension(format!("wasm.tmp{}", std::process::id()));
         std::fs::copy(&wasm, &tmp)
