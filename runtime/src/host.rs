@@ -464,8 +464,8 @@ impl WasmHost {
                 }
             },
         };
-        let pooling = engine.config_pooling();
-        let mut linker: Linker<StoreState> = Linker::new(&engine.0);
+        let (engine, pooling) = engine;
+        let mut linker: Linker<StoreState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         PluginWorld::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
             &mut linker,
@@ -480,7 +480,7 @@ impl WasmHost {
         // One ticker drives every time limit: it advances the engine's epoch, and a guest that
         // runs past its deadline is interrupted at its next epoch check (loop back-edges and
         // function entries), whatever it is doing.
-        let weak = engine.0.weak();
+        let weak = engine.weak();
         let tick = config.epoch_tick.max(Duration::from_millis(1));
         std::thread::Builder::new()
             .name("warren-epoch".into())
@@ -494,7 +494,7 @@ impl WasmHost {
             .map_err(engine_err)?;
         Ok(Self {
             inner: Arc::new(HostInner {
-                engine: engine.0,
+                engine,
                 linker,
                 cache_dir: config.cache_dir,
                 pooling,
@@ -797,19 +797,12 @@ impl WasmHost {
     }
 }
 
-struct BuiltEngine(Engine, bool);
-
-impl BuiltEngine {
-    fn config_pooling(&self) -> bool {
-        self.1
-    }
-}
-
 fn engine_err(e: impl std::fmt::Display) -> PluginError {
     PluginError::Engine(e.to_string())
 }
 
-fn build_engine(config: &HostConfig, pooling: bool) -> Result<BuiltEngine, PluginError> {
+/// An engine, and whether it uses the pooling allocator.
+fn build_engine(config: &HostConfig, pooling: bool) -> Result<(Engine, bool), PluginError> {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
@@ -843,7 +836,7 @@ fn build_engine(config: &HostConfig, pooling: bool) -> Result<BuiltEngine, Plugi
         let probe: Store<()> = Store::new(&engine, ());
         drop(probe);
     }
-    Ok(BuiltEngine(engine, pooling))
+    Ok((engine, pooling))
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

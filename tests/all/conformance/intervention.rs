@@ -78,43 +78,6 @@ async fn case_56_interventions_see_every_message() {
     assert_eq!((n(&h.publish), calls.get()), (1, 2));
 }
 
-struct DropAt(InterventionStage);
-
-#[async_trait]
-impl InterventionHandler for DropAt {
-    async fn on_send(
-        &self,
-        m: Message,
-        _: &MessageContext,
-        _: &AgentId,
-    ) -> Result<Intervention, BoxError> {
-        Ok(if self.0 == InterventionStage::Send {
-            Intervention::Drop
-        } else {
-            Intervention::Forward(m)
-        })
-    }
-    async fn on_publish(&self, m: Message, _: &PublishContext) -> Result<Intervention, BoxError> {
-        Ok(if self.0 == InterventionStage::Publish {
-            Intervention::Drop
-        } else {
-            Intervention::Forward(m)
-        })
-    }
-    async fn on_response(
-        &self,
-        m: Message,
-        _: &AgentId,
-        _: Option<&AgentId>,
-    ) -> Result<Intervention, BoxError> {
-        Ok(if self.0 == InterventionStage::Response {
-            Intervention::Drop
-        } else {
-            Intervention::Forward(m)
-        })
-    }
-}
-
 #[derive(Debug)]
 struct InterventionException;
 impl std::fmt::Display for InterventionException {
@@ -124,28 +87,46 @@ impl std::fmt::Display for InterventionException {
 }
 impl std::error::Error for InterventionException {}
 
-struct RaiseAt(InterventionStage);
+/// What a hook does at its stage.
+#[derive(Clone, Copy)]
+enum Act {
+    Drop,
+    Raise,
+}
+
+/// Drops or raises at one stage, forwards everything else.
+struct At(InterventionStage, Act);
+
+fn drop_at(stage: InterventionStage) -> At {
+    At(stage, Act::Drop)
+}
+
+fn raise_at(stage: InterventionStage) -> At {
+    At(stage, Act::Raise)
+}
+
+impl At {
+    fn decide(&self, stage: InterventionStage, m: Message) -> Result<Intervention, BoxError> {
+        match (self.0 == stage, self.1) {
+            (false, _) => Ok(Intervention::Forward(m)),
+            (true, Act::Drop) => Ok(Intervention::Drop),
+            (true, Act::Raise) => Err(Box::new(InterventionException)),
+        }
+    }
+}
 
 #[async_trait]
-impl InterventionHandler for RaiseAt {
+impl InterventionHandler for At {
     async fn on_send(
         &self,
         m: Message,
         _: &MessageContext,
         _: &AgentId,
     ) -> Result<Intervention, BoxError> {
-        if self.0 == InterventionStage::Send {
-            Err(Box::new(InterventionException))
-        } else {
-            Ok(Intervention::Forward(m))
-        }
+        self.decide(InterventionStage::Send, m)
     }
     async fn on_publish(&self, m: Message, _: &PublishContext) -> Result<Intervention, BoxError> {
-        if self.0 == InterventionStage::Publish {
-            Err(Box::new(InterventionException))
-        } else {
-            Ok(Intervention::Forward(m))
-        }
+        self.decide(InterventionStage::Publish, m)
     }
     async fn on_response(
         &self,
@@ -153,11 +134,7 @@ impl InterventionHandler for RaiseAt {
         _: &AgentId,
         _: Option<&AgentId>,
     ) -> Result<Intervention, BoxError> {
-        if self.0 == InterventionStage::Response {
-            Err(Box::new(InterventionException))
-        } else {
-            Ok(Intervention::Forward(m))
-        }
+        self.decide(InterventionStage::Response, m)
     }
 }
 
@@ -177,7 +154,7 @@ async fn runtime_with(h: impl InterventionHandler) -> (AgentRuntime, Calls) {
 
 #[tokio::test]
 async fn case_57_and_65_dropped_send_fails_the_caller_and_idle_still_returns() {
-    let (rt, calls) = runtime_with(DropAt(InterventionStage::Send)).await;
+    let (rt, calls) = runtime_with(drop_at(InterventionStage::Send)).await;
     let e = within(rt.send::<MessageType>(MessageType::new("x"), &id("name/default")))
         .await
         .unwrap_err();
@@ -192,7 +169,7 @@ async fn case_57_and_65_dropped_send_fails_the_caller_and_idle_still_returns() {
 
 #[tokio::test]
 async fn case_58_dropped_response_fails_the_caller() {
-    let (rt, calls) = runtime_with(DropAt(InterventionStage::Response)).await;
+    let (rt, calls) = runtime_with(drop_at(InterventionStage::Response)).await;
     let e = within(rt.send::<MessageType>(MessageType::new("x"), &id("name/default")))
         .await
         .unwrap_err();
@@ -212,7 +189,7 @@ async fn case_58_dropped_response_fails_the_caller() {
 
 #[tokio::test]
 async fn case_59_failing_on_send_reaches_the_caller_with_its_type() {
-    let (rt, calls) = runtime_with(RaiseAt(InterventionStage::Send)).await;
+    let (rt, calls) = runtime_with(raise_at(InterventionStage::Send)).await;
     let e = within(rt.send::<MessageType>(MessageType::new("x"), &id("name/default")))
         .await
         .unwrap_err();
@@ -232,7 +209,7 @@ async fn case_59_failing_on_send_reaches_the_caller_with_its_type() {
 
 #[tokio::test]
 async fn case_60_failing_on_response_after_the_handler_ran() {
-    let (rt, calls) = runtime_with(RaiseAt(InterventionStage::Response)).await;
+    let (rt, calls) = runtime_with(raise_at(InterventionStage::Response)).await;
     let e = within(rt.send::<MessageType>(MessageType::new("x"), &id("name/default")))
         .await
         .unwrap_err();
@@ -251,7 +228,7 @@ async fn case_60_failing_on_response_after_the_handler_ran() {
 
 #[tokio::test]
 async fn case_61_dropped_or_failed_publish_is_reported_to_the_publisher() {
-    let (rt, calls) = runtime_with(DropAt(InterventionStage::Publish)).await;
+    let (rt, calls) = runtime_with(drop_at(InterventionStage::Publish)).await;
     let e = rt
         .publish(MessageType::new("x"), &TopicId::default_topic())
         .await
@@ -267,7 +244,7 @@ async fn case_61_dropped_or_failed_publish_is_reported_to_the_publisher() {
         "{e}"
     );
     within(rt.stop_when_idle()).await.unwrap();
-    let (rt2, calls2) = runtime_with(RaiseAt(InterventionStage::Publish)).await;
+    let (rt2, calls2) = runtime_with(raise_at(InterventionStage::Publish)).await;
     let e = rt2
         .publish(MessageType::new("x"), &TopicId::default_topic())
         .await
