@@ -89,7 +89,18 @@ pub fn bare_type_name(full: &str) -> String {
 
 /// The message type name of `T`.
 pub fn type_name_of<T: ?Sized>() -> String {
-    bare_type_name(std::any::type_name::<T>())
+    type_name_ref::<T>().into_owned()
+}
+
+/// The message type name of `T`, borrowed from `std::any::type_name` unless `T` is generic (or a
+/// tuple, slice, reference...): checking a payload's type then needs no allocation.
+fn type_name_ref<T: ?Sized>() -> std::borrow::Cow<'static, str> {
+    let full = std::any::type_name::<T>();
+    if full.contains(['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&']) {
+        std::borrow::Cow::Owned(bare_type_name(full))
+    } else {
+        std::borrow::Cow::Borrowed(full.rsplit(':').next().unwrap_or(full))
+    }
 }
 
 impl AgentId {
@@ -133,8 +144,14 @@ impl From<serde_json::Error> for Error {
 
 /// Encodes `value` as a JSON payload named after its type.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
+    encode_as(value, type_name_of::<T>())
+}
+
+/// Encodes `value` as a JSON payload named `type_name` (already computed: the handler table
+/// names each message type once, not once per message).
+fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payload, Error> {
     Ok(Payload {
-        type_name: type_name_of::<T>(),
+        type_name,
         content_type: JSON.to_owned(),
         data: serde_json::to_vec(value)?,
     })
@@ -143,7 +160,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
 /// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
 /// `serde_json::Value`, which accepts anything).
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
-    let expected = type_name_of::<T>();
+    decode_as(p, &type_name_ref::<T>())
+}
+
+/// [`decode`] with `T`'s type name already computed.
+fn decode_as<T: DeserializeOwned>(p: &Payload, expected: &str) -> Result<T, Error> {
     if p.type_name != expected && expected != "Value" {
         return Err(Error::Other(format!(
             "expected a `{expected}`, got a `{}`",
@@ -317,8 +338,11 @@ impl<A: 'static> Handlers<A> {
         let pred: std::rc::Rc<RefCell<Option<Pred>>> = Default::default();
         let p = pred.clone();
         let unit = std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>();
+        let type_name = type_name_of::<T>();
+        let response_type = type_name_of::<R>();
+        let expected = type_name.clone();
         let call: Call<A> = Box::new(move |agent, payload, ctx| {
-            let value: T = match decode(payload) {
+            let value: T = match decode_as(payload, &expected) {
                 Ok(v) => v,
                 Err(e) => return Outcome::Done(Err(e)),
             };
@@ -329,12 +353,12 @@ impl<A: 'static> Handlers<A> {
             }
             Outcome::Done(match f(agent, value, ctx) {
                 Ok(_) if unit => Ok(None),
-                Ok(r) => encode(&r).map(Some),
+                Ok(r) => encode_as(&r, response_type.clone()).map(Some),
                 Err(e) => Err(e),
             })
         });
         self.routes.push(Route {
-            type_name: type_name_of::<T>(),
+            type_name,
             kind,
             call,
         });
@@ -575,6 +599,30 @@ mod tests {
             is_rpc,
             message_id: "m".into(),
         }
+    }
+
+    #[test]
+    fn borrowed_type_names_agree_with_bare_type_name() {
+        fn both<T: ?Sized>() -> (String, String) {
+            (
+                type_name_ref::<T>().into_owned(),
+                bare_type_name(std::any::type_name::<T>()),
+            )
+        }
+        for (fast, slow) in [
+            both::<Ping>(),
+            both::<i64>(),
+            both::<str>(),
+            both::<Vec<Ping>>(),
+            both::<(Ping, i64)>(),
+            both::<[u8]>(),
+            both::<&str>(),
+            both::<std::collections::HashMap<String, Vec<Ping>>>(),
+        ] {
+            assert_eq!(fast, slow);
+        }
+        assert_eq!(type_name_of::<Ping>(), "Ping");
+        assert_eq!(type_name_of::<Vec<Ping>>(), "Vec<Ping>");
     }
 
     #[test]

@@ -229,7 +229,6 @@ impl Agent for WasmAgent {
     ) -> Result<Message, Error> {
         let payload: bindings::wit::Payload = ctx.runtime().into_payload(message)?.into();
         self.check_size(payload.data.len())?;
-        let message_type = payload.type_name.clone();
         let wctx = bindings::context(ctx);
         let shared = self.shared.clone();
         let live = self.live().await?;
@@ -247,7 +246,7 @@ impl Agent for WasmAgent {
                 Ok(Message::from_payload(p.into()))
             }
             Ok(Ok(None)) => Ok(Message::empty()),
-            Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, message_type, e)),
+            Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, payload.type_name, e)),
             Err(e) => Err(self.trapped(&e)),
         }
     }

@@ -275,7 +275,16 @@ impl MessageId {
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            MessageIdRepr::Generated(n) => write!(f, "warren-{n:016x}"),
+            MessageIdRepr::Generated(n) => {
+                // `warren-{n:016x}` without the formatting machinery: this runs for every
+                // message handed to a wasm agent.
+                let mut buf = *b"warren-0000000000000000";
+                for (i, b) in buf[7..].iter_mut().enumerate() {
+                    let nibble = (n >> (60 - 4 * i)) & 0xf;
+                    *b = b"0123456789abcdef"[nibble as usize];
+                }
+                f.write_str(std::str::from_utf8(&buf).expect("ASCII"))
+            }
             MessageIdRepr::Given(s) => f.write_str(s),
         }
     }
@@ -344,6 +353,15 @@ impl From<&str> for SubscriptionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_message_ids_print_as_sixteen_hex_digits() {
+        for n in [0u64, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let id = MessageId(MessageIdRepr::Generated(n));
+            assert_eq!(id.to_string(), format!("warren-{n:016x}"));
+        }
+        assert_eq!(MessageId::new("given").to_string(), "given");
+    }
 
     #[test]
     fn agent_type_follows_python_word_class() {

@@ -296,10 +296,10 @@ impl Message {
                     });
                 }
                 match encode {
-                    Some(enc) => Ok(Payload::json(
-                        type_name.clone(),
-                        enc(&**value).map_err(|e| codec(&type_name, e))?,
-                    )),
+                    Some(enc) => {
+                        let data = enc(&**value).map_err(|e| codec(&type_name, e))?;
+                        Ok(Payload::json(type_name, data))
+                    }
                     None => Err(Error::UnknownSerializer {
                         type_name,
                         content_type: JSON.to_owned(),
