@@ -168,6 +168,8 @@ pub struct HostConfig {
     pub fuel: bool,
     /// How often the epoch ticker advances; per-message time limits are rounded up to it.
     pub epoch_tick: Duration,
+    /// Writes `/tmp/perf-<pid>.map` so `perf report` names the guests' functions (profiling only).
+    pub perf_map: bool,
 }
 
 impl Default for HostConfig {
@@ -179,6 +181,7 @@ impl Default for HostConfig {
             max_memory: 256 << 20,
             fuel: false,
             epoch_tick: Duration::from_millis(10),
+            perf_map: false,
         }
     }
 }
@@ -807,6 +810,9 @@ fn build_engine(config: &HostConfig, pooling: bool) -> Result<(Engine, bool), Pl
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.consume_fuel(config.fuel);
+    if config.perf_map {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let n = config.max_instances.max(1);
         let mut p = PoolingAllocationConfig::default();

@@ -164,6 +164,7 @@ impl Variant {
         let host = WasmHost::with_config(HostConfig {
             max_instances,
             max_memory: 16 << 20,
+            perf_map: std::env::var_os(crate::workloads::PERF_CTL).is_some(),
             ..HostConfig::default()
         })?;
         let load = |plugin: &str, file: &str| {

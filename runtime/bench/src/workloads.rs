@@ -59,15 +59,32 @@ struct Timer {
     cpu: f64,
 }
 
+/// The environment variable naming a `perf record --control` fifo (see [`perf_control`]).
+pub const PERF_CTL: &str = "WARREN_BENCH_PERF_CTL";
+
+/// Tells `perf record --control fifo:PATH -D -1` to sample only inside timed regions, when
+/// `WARREN_BENCH_PERF_CTL` names that fifo (setup and teardown then stay out of the profile).
+fn perf_control(command: &str) {
+    if let Some(path) = std::env::var_os(PERF_CTL) {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = writeln!(f, "{command}");
+        }
+    }
+}
+
 impl Timer {
     fn start() -> Self {
+        perf_control("enable");
         Self {
             cpu: cpu_seconds(),
             wall: Instant::now(),
         }
     }
     fn stop(self) -> (f64, f64) {
-        (self.wall.elapsed().as_secs_f64(), cpu_seconds() - self.cpu)
+        let r = (self.wall.elapsed().as_secs_f64(), cpu_seconds() - self.cpu);
+        perf_control("disable");
+        r
     }
 }
 

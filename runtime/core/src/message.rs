@@ -91,6 +91,11 @@ fn encode_json<T: Serialize + 'static>(
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>`.
 pub fn bare_type_name(full: &str) -> String {
+    const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
+    if !full.contains(SEPARATORS) {
+        // The common case, a plain path: the last segment (this runs for every encoded message).
+        return full.rsplit(':').next().unwrap_or(full).to_owned();
+    }
     let mut out = String::with_capacity(full.len());
     let mut segment_start = 0;
     for (i, c) in full.char_indices() {
@@ -482,6 +487,9 @@ mod tests {
     fn bare_names_strip_module_paths() {
         assert_eq!(bare_type_name("a::b::Work"), "Work");
         assert_eq!(bare_type_name("alloc::vec::Vec<my::Item>"), "Vec<Item>");
+        assert_eq!(bare_type_name("Work"), "Work");
+        assert_eq!(bare_type_name("(a::B, c::D)"), "(B, D)");
+        assert_eq!(bare_type_name("&[a::B]"), "&[B]");
         assert_eq!(type_name_of::<DataclassMessage>(), "DataclassMessage");
     }
 
