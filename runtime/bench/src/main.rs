@@ -8,6 +8,11 @@
 //! cargo run --release -p warren-bench -- --workload rpc_chain --variant wasm
 //! ```
 
+/// The global allocator, as in the `warren` binary: glibc's malloc spent up to a third of some
+/// workloads consolidating free lists (`malloc_consolidate`) and faulting in its arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod agents;
 mod workloads;
 

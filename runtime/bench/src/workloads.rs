@@ -111,6 +111,7 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "threads": threads,
         "codec": variant.codec(),
         "allocator": variant.allocator(),
+        "global_allocator": "mimalloc",
         "mailbox": "one message at a time per agent (FIFO)",
     });
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg")

@@ -3,6 +3,11 @@
 //!
 //! Exit codes: 0 success, 1 a message failed, 2 bad setup (arguments, manifests, plugins).
 
+/// mimalloc instead of glibc's malloc: the runtime allocates per message and per agent, and
+/// glibc's free-list consolidation showed up in every profile (see runtime/bench/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod build;
 mod inspect;
 mod new;

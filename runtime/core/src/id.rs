@@ -145,7 +145,14 @@ impl AgentId {
 
 impl fmt::Display for AgentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.agent_type, self.key)
+        if f.width().is_none() && f.precision().is_none() {
+            // Plain `type/key` (state documents print one per agent): no padding machinery.
+            f.write_str(self.agent_type.as_str())?;
+            f.write_str("/")?;
+            f.write_str(&self.key)
+        } else {
+            f.pad(&format!("{}/{}", self.agent_type.as_str(), self.key))
+        }
     }
 }
 
@@ -353,6 +360,15 @@ impl From<&str> for SubscriptionId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_ids_print_as_type_slash_key_and_honour_padding() {
+        let id = AgentId::new("worker", "a/b").unwrap();
+        assert_eq!(id.to_string(), "worker/a/b");
+        assert_eq!(format!("[{id:>12}]"), "[  worker/a/b]");
+        assert_eq!(format!("[{id:<12}]"), "[worker/a/b  ]");
+        assert_eq!(format!("{id:.6}"), "worker");
+    }
 
     #[test]
     fn generated_message_ids_print_as_sixteen_hex_digits() {

@@ -161,9 +161,13 @@ struct Lifecycle {
     background_error: Option<Error>,
 }
 
+/// The runtime's internal maps, looked up on every message: foldhash instead of SipHash (seeded
+/// per process, so keys chosen by callers cannot be precomputed to collide).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Inner {
-    types: RwLock<HashMap<AgentType, Arc<TypeEntry>>>,
-    agents: RwLock<HashMap<AgentId, Arc<Cell>>>,
+    types: RwLock<FastMap<AgentType, Arc<TypeEntry>>>,
+    agents: RwLock<FastMap<AgentId, Arc<Cell>>>,
     subscriptions: SubscriptionManager,
     serializers: RwLock<SerializerRegistry>,
     interventions: Vec<Arc<dyn InterventionHandler>>,
@@ -174,11 +178,11 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     idle_waiters: AtomicUsize,
     idle: Notify,
-    waits: Mutex<HashMap<AgentId, Vec<AgentId>>>,
+    waits: Mutex<FastMap<AgentId, Vec<AgentId>>>,
     next_seq: AtomicU64,
     /// Default mailbox capacity, and per-type overrides.
     mailbox_capacity: usize,
-    mailbox_overrides: RwLock<HashMap<AgentType, usize>>,
+    mailbox_overrides: RwLock<FastMap<AgentType, usize>>,
     /// The most messages that may wait in this runtime at once (all mailboxes and the queue).
     max_queued: usize,
 }
@@ -1692,8 +1696,9 @@ impl AgentRuntime {
     /// Every instantiated agent's state, keyed `"type/key"` in creation order: the same document
     /// AutoGen's `save_state` produces, so a state file moves between the two.
     pub async fn save_state(&self) -> Result<Map<String, Value>, Error> {
-        let mut out = Map::new();
-        for cell in self.instantiated_cells() {
+        let cells = self.instantiated_cells();
+        let mut out = Map::with_capacity(cells.len());
+        for cell in cells {
             let id = cell.id.clone();
             let state = self
                 .inner

@@ -9,7 +9,6 @@
 //! every add or remove (AutoGen rebuilds it the same way). Unlike AutoGen, the recipient list is
 //! **deduplicated**: two subscriptions mapping one topic to the same agent deliver once, not twice.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -189,7 +188,7 @@ pub struct SubscriptionManager {
 #[derive(Debug, Default)]
 struct Inner {
     subscriptions: Vec<Subscription>,
-    cache: HashMap<TopicId, Arc<[AgentId]>>,
+    cache: crate::runtime::FastMap<TopicId, Arc<[AgentId]>>,
 }
 
 impl SubscriptionManager {
