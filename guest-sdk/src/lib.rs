@@ -61,6 +61,7 @@ pub mod bindings {
 use bindings::exports::warren::agent::agent::Description;
 use bindings::warren::agent::host;
 pub use bindings::warren::agent::host::Level;
+use bindings::warren::agent::types::MessageContext;
 pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, TopicId};
 
 /// The content type of every payload this SDK produces.
@@ -205,17 +206,64 @@ pub fn log(level: Level, message: &str) {
     host::log(level, message)
 }
 
-/// What a handler knows about the message it is handling.
+/// What a handler knows about the message it is handling. Whether it is a direct send comes with
+/// the call; the sender, topic and message id are fetched from the host the first time a handler
+/// asks for one of them (a handler that never asks costs the call nothing).
 #[derive(Debug, Clone)]
 pub struct Context {
+    is_rpc: bool,
+    full: std::cell::OnceCell<MessageContext>,
+}
+
+impl Context {
+    pub(crate) fn new(is_rpc: bool) -> Self {
+        Self {
+            is_rpc,
+            full: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// A context with every field given, for calling handlers outside a host (unit tests).
+    pub fn with(
+        sender: Option<AgentId>,
+        topic: Option<TopicId>,
+        is_rpc: bool,
+        message_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            is_rpc,
+            full: std::cell::OnceCell::from(MessageContext {
+                sender,
+                topic,
+                is_rpc,
+                message_id: message_id.into(),
+            }),
+        }
+    }
+
+    fn full(&self) -> &MessageContext {
+        self.full.get_or_init(host::context)
+    }
+
+    /// True for a direct send (which expects a response), false for a published message.
+    pub fn is_rpc(&self) -> bool {
+        self.is_rpc
+    }
+
     /// The sending agent; `None` for a message from outside any agent.
-    pub sender: Option<AgentId>,
+    pub fn sender(&self) -> Option<&AgentId> {
+        self.full().sender.as_ref()
+    }
+
     /// The topic, for a published message.
-    pub topic: Option<TopicId>,
-    /// True for a direct send, false for a publish.
-    pub is_rpc: bool,
-    /// The message id.
-    pub message_id: String,
+    pub fn topic(&self) -> Option<&TopicId> {
+        self.full().topic.as_ref()
+    }
+
+    /// The message id; every recipient of one publish sees the same id.
+    pub fn message_id(&self) -> &str {
+        &self.full().message_id
+    }
 }
 
 impl Context {
@@ -461,7 +509,6 @@ impl<A: 'static> Handlers<A> {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
-    use bindings::warren::agent::types::MessageContext;
 
     pub use wit_bindgen;
 
@@ -491,16 +538,8 @@ pub mod __private {
         })
     }
 
-    pub fn handle<A: Agent>(
-        ctx: MessageContext,
-        message: Payload,
-    ) -> Result<Option<Payload>, Error> {
-        let ctx = Context {
-            sender: ctx.sender,
-            topic: ctx.topic,
-            is_rpc: ctx.is_rpc,
-            message_id: ctx.message_id,
-        };
+    pub fn handle<A: Agent>(is_rpc: bool, message: Payload) -> Result<Option<Payload>, Error> {
+        let ctx = Context::new(is_rpc);
         with_live::<A, _>(|live| live.handlers.dispatch(&mut live.agent, message, &ctx))
     }
 
@@ -531,11 +570,11 @@ macro_rules! export_agent {
             struct __WarrenAgent;
             impl $crate::bindings::exports::warren::agent::agent::Guest for __WarrenAgent {
                 fn handle(
-                    ctx: $crate::bindings::warren::agent::types::MessageContext,
+                    is_rpc: bool,
                     message: $crate::Payload,
                 ) -> ::core::result::Result<::core::option::Option<$crate::Payload>, $crate::Error>
                 {
-                    $crate::__private::handle::<$agent>(ctx, message)
+                    $crate::__private::handle::<$agent>(is_rpc, message)
                 }
                 fn save_state()
                 -> ::core::result::Result<::std::string::String, ::std::string::String> {
@@ -593,12 +632,7 @@ mod tests {
     }
 
     fn ctx(is_rpc: bool) -> Context {
-        Context {
-            sender: None,
-            topic: None,
-            is_rpc,
-            message_id: "m".into(),
-        }
+        Context::with(None, None, is_rpc, "m")
     }
 
     #[test]

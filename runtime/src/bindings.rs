@@ -3,7 +3,7 @@
 
 use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
 
-use crate::host::StoreState;
+use crate::host::{Handling, StoreState};
 use crate::manifest::allowed;
 
 wasmtime::component::bindgen!({
@@ -55,12 +55,20 @@ impl From<&warren_core::TopicId> for wit::TopicId {
     }
 }
 
-pub(crate) fn context(ctx: &warren_core::MessageContext) -> wit::MessageContext {
-    wit::MessageContext {
-        sender: ctx.sender.as_ref().map(Into::into),
-        topic: ctx.topic_id.as_ref().map(Into::into),
-        is_rpc: ctx.is_rpc,
-        message_id: ctx.message_id.to_string(),
+fn context(h: Option<&Handling>) -> wit::MessageContext {
+    match h {
+        Some(h) => wit::MessageContext {
+            sender: h.sender.as_ref().map(Into::into),
+            topic: h.topic.as_ref().map(Into::into),
+            is_rpc: h.is_rpc,
+            message_id: h.message_id.to_string(),
+        },
+        None => wit::MessageContext {
+            sender: None,
+            topic: None,
+            is_rpc: false,
+            message_id: String::new(),
+        },
     }
 }
 
@@ -248,6 +256,10 @@ impl warren::agent::host::Host for StoreState {
         .map_err(|e| to_wit_error(&e))
     }
 
+    async fn context(&mut self) -> wit::MessageContext {
+        context(self.handling.as_ref())
+    }
+
     async fn self_id(&mut self) -> wit::AgentId {
         (&self.agent).into()
     }
@@ -261,5 +273,34 @@ impl warren::agent::host::Host for StoreState {
             Level::Warn => tracing::warn!(%agent, "{message}"),
             Level::Error => tracing::error!(%agent, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_import_reports_the_message_being_handled_or_nothing() {
+        let sender = warren_core::AgentId::new("relay", "a").unwrap();
+        let topic = warren_core::TopicId::new("news", "s").unwrap();
+        let id = warren_core::MessageId::new("m-1");
+        let h = Handling {
+            sender: Some(sender),
+            topic: Some(topic),
+            is_rpc: false,
+            message_id: id,
+        };
+        let c = context(Some(&h));
+        let s = c.sender.expect("sender");
+        assert_eq!((s.agent_type.as_str(), s.key.as_str()), ("relay", "a"));
+        let t = c.topic.expect("topic");
+        assert_eq!((t.topic_type.as_str(), t.source.as_str()), ("news", "s"));
+        assert!(!c.is_rpc);
+        assert_eq!(c.message_id, "m-1");
+
+        let none = context(None);
+        assert!(none.sender.is_none() && none.topic.is_none() && !none.is_rpc);
+        assert!(none.message_id.is_empty());
     }
 }

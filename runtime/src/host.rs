@@ -203,6 +203,28 @@ pub(crate) struct StoreState {
     pub(crate) stderr: LogPipe,
     pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<PluginShared>,
+    /// The context of the message being handled, for the `context` import (`None` between
+    /// messages). Kept as the runtime's values and converted only if the guest asks.
+    pub(crate) handling: Option<Handling>,
+}
+
+/// The parts of a [`warren_core::MessageContext`] a guest can ask for (cheap to clone: shared ids).
+pub(crate) struct Handling {
+    pub(crate) sender: Option<warren_core::AgentId>,
+    pub(crate) topic: Option<warren_core::TopicId>,
+    pub(crate) is_rpc: bool,
+    pub(crate) message_id: warren_core::MessageId,
+}
+
+impl From<&warren_core::MessageContext> for Handling {
+    fn from(ctx: &warren_core::MessageContext) -> Self {
+        Self {
+            sender: ctx.sender.clone(),
+            topic: ctx.topic_id.clone(),
+            is_rpc: ctx.is_rpc,
+            message_id: ctx.message_id.clone(),
+        }
+    }
 }
 
 /// Enforces the memory limit of one instance and remembers that it did, so the resulting trap can
@@ -788,6 +810,7 @@ impl WasmHost {
                     hit_memory: false,
                 },
                 plugin: plugin.clone(),
+                handling: None,
             },
         );
         store.limiter(|s| &mut s.limiter);

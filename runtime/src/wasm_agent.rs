@@ -229,15 +229,16 @@ impl Agent for WasmAgent {
     ) -> Result<Message, Error> {
         let payload: bindings::wit::Payload = ctx.runtime().into_payload(message)?.into();
         self.check_size(payload.data.len())?;
-        let wctx = bindings::context(ctx);
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
+        live.store.data_mut().handling = Some(ctx.into());
         let r = live
             .world
             .warren_agent_agent()
-            .call_handle(&mut live.store, &wctx, &payload)
+            .call_handle(&mut live.store, ctx.is_rpc, &payload)
             .await;
+        live.store.data_mut().handling = None;
         live.in_call = false;
         match r {
             Ok(Ok(Some(p))) => {

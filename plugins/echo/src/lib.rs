@@ -50,13 +50,12 @@ pub struct Echo {
 fn view(ctx: &Context) -> ContextView {
     ContextView {
         me: ctx.self_id().to_string(),
-        sender: ctx.sender.as_ref().map(|s| s.to_string()),
+        sender: ctx.sender().map(|s| s.to_string()),
         topic: ctx
-            .topic
-            .as_ref()
+            .topic()
             .map(|t| format!("{}/{}", t.topic_type, t.source)),
-        is_rpc: ctx.is_rpc,
-        message_id: ctx.message_id.clone(),
+        is_rpc: ctx.is_rpc(),
+        message_id: ctx.message_id().to_owned(),
     }
 }
 

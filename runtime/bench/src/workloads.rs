@@ -11,7 +11,12 @@ use warren_runtime::{AgentId, AgentRuntime, TopicId};
 use crate::agents::*;
 
 fn proc_status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    proc_kib("/proc/self/status", field)
+}
+
+/// The KiB figure of the line starting with `field` in a `/proc` file.
+fn proc_kib(file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -23,6 +28,13 @@ fn proc_status_kib(field: &str) -> u64 {
 
 fn rss_kib() -> u64 {
     proc_status_kib("VmRSS:")
+}
+
+/// Proportional set size (KiB): like RSS, but a page shared by k mappings counts 1/k. Wasm
+/// instances map their component's read-only data image from one shared file, which RSS counts
+/// once per instance.
+fn pss_kib() -> u64 {
+    proc_kib("/proc/self/smaps_rollup", "Pss:")
 }
 
 /// Process CPU time (user + system, all threads), in seconds.
@@ -277,6 +289,7 @@ async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Res
     rt.send::<Touched>(Touch { i: -1 }, &id("lazy", "warmup"))
         .await?;
     let before = rss_kib();
+    let pss_before = pss_kib();
     let t = Timer::start();
     for i in 0..n as i64 {
         let r: Touched = rt.send(Touch { i }, &id("lazy", i)).await?;
@@ -284,6 +297,7 @@ async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Res
     }
     let (seconds, cpu) = t.stop();
     let after = rss_kib();
+    let pss_after = pss_kib();
     let live = rt.live_agents() as u64;
     ensure!(live == n + 1, "agents_live {live} != {}", n + 1);
     Ok(Record {
@@ -296,6 +310,7 @@ async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Res
             "rss_before_mb": before as f64 / 1024.0,
             "rss_after_mb": after as f64 / 1024.0,
             "rss_kb_per_agent": (after as f64 - before as f64) / n as f64,
+            "pss_kb_per_agent": (pss_after as f64 - pss_before as f64) / n as f64,
             "agents_live": live,
         }),
     })
