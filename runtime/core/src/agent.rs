@@ -91,10 +91,12 @@ pub struct MessageContext {
     pub topic_id: Option<TopicId>,
     /// True for a send (RPC), false for a publish.
     pub is_rpc: bool,
-    /// The caller's cancellation token (shared by every recipient of one publish).
-    pub cancellation_token: CancellationToken,
     /// The message id (shared by every recipient of one publish).
     pub message_id: MessageId,
+    /// The caller's cancellation token, if it gave one (shared by every recipient of a publish).
+    pub(crate) token: Option<CancellationToken>,
+    /// The token handed out when the caller gave none, made on first use.
+    pub(crate) own_token: std::sync::OnceLock<CancellationToken>,
     pub(crate) recipient: AgentId,
     pub(crate) runtime: Arc<Inner>,
 }
@@ -112,6 +114,16 @@ impl std::fmt::Debug for MessageContext {
 }
 
 impl MessageContext {
+    /// The caller's cancellation token (AutoGen's `ctx.cancellation_token`), shared by every
+    /// recipient of one publish. A message sent without one gets a token nobody else holds,
+    /// which is never cancelled; it is only made if a handler asks for it.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        match &self.token {
+            Some(t) => t,
+            None => self.own_token.get_or_init(CancellationToken::new),
+        }
+    }
+
     /// The agent handling this message.
     pub fn agent_id(&self) -> &AgentId {
         &self.recipient

@@ -150,7 +150,7 @@ enum Envelope {
         message: Message,
         topic: TopicId,
         sender: Option<AgentId>,
-        token: CancellationToken,
+        token: Option<CancellationToken>,
         message_id: MessageId,
     },
 }
@@ -968,7 +968,8 @@ impl Inner {
         let frame = FRAME.try_with(|f| f.clone()).ok();
         let cell = self.cell_for(&recipient)?;
         self.check_sender(&options.sender)?;
-        let token = options.cancellation_token.unwrap_or_default();
+        // No token, nobody can cancel: nothing to watch (and nothing to allocate).
+        let token = options.cancellation_token;
         // Only interventions need the sender again after the context takes it.
         let response_to = match self.interventions.is_empty() {
             true => None,
@@ -978,8 +979,9 @@ impl Inner {
             sender: options.sender,
             topic_id: None,
             is_rpc: true,
-            cancellation_token: token.clone(),
             message_id: options.message_id.unwrap_or_else(MessageId::generate),
+            token: token.clone(),
+            own_token: Default::default(),
             recipient: recipient.clone(),
             runtime: self.clone(),
         };
@@ -1017,10 +1019,13 @@ impl Inner {
                         inner.release(&cell, slot);
                         r
                     });
-                    tokio::select! {
-                        biased;
-                        _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
-                        r = fut => r,
+                    match &token {
+                        Some(token) => tokio::select! {
+                            biased;
+                            _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
+                            r = fut => r,
+                        },
+                        None => fut.await,
                     }
                 }
                 Claim::Queued => self.await_reply(reply, &token, target).await,
@@ -1052,14 +1057,18 @@ impl Inner {
     async fn await_reply(
         &self,
         reply: Option<oneshot::Receiver<Result<Message, Error>>>,
-        token: &CancellationToken,
+        token: &Option<CancellationToken>,
         target: impl Fn() -> Target,
     ) -> Result<Message, Error> {
         let rx = reply.expect("a queued job has a reply channel");
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
-            r = rx => r.unwrap_or_else(|_| Err(Error::Stopped { target: target() })),
+        let stopped = |_| Err(Error::Stopped { target: target() });
+        match token {
+            Some(token) => tokio::select! {
+                biased;
+                _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
+                r = rx => r.unwrap_or_else(stopped),
+            },
+            None => rx.await.unwrap_or_else(stopped),
         }
     }
 
@@ -1438,7 +1447,7 @@ impl Inner {
         options: PublishOptions,
     ) -> Result<(), Error> {
         self.check_sender(&options.sender)?;
-        let token = options.cancellation_token.unwrap_or_default();
+        let token = options.cancellation_token;
         let message_id = options.message_id.unwrap_or_else(MessageId::generate);
         if !self.running.load(Ordering::Acquire) {
             let env = Envelope::Publish {
@@ -1472,7 +1481,7 @@ impl Inner {
         message: Message,
         topic: TopicId,
         sender: Option<AgentId>,
-        token: CancellationToken,
+        token: Option<CancellationToken>,
         message_id: MessageId,
     ) {
         let recipients = self.subscriptions.recipients(&topic);
@@ -1497,7 +1506,8 @@ impl Inner {
                 sender: sender.clone(),
                 topic_id: Some(topic.clone()),
                 is_rpc: false,
-                cancellation_token: token.clone(),
+                token: token.clone(),
+                own_token: Default::default(),
                 message_id: message_id.clone(),
                 recipient: r.clone(),
                 runtime: self.clone(),

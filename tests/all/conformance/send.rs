@@ -353,11 +353,42 @@ impl RoutedAgent for LongRunning {
             Box::pin(async move {
                 a.0.hit();
                 tokio::select! {
-                    _ = ctx.cancellation_token.cancelled() => Err::<(), BoxError>("handler saw cancellation".into()),
+                    _ = ctx.cancellation_token().cancelled() => Err::<(), BoxError>("handler saw cancellation".into()),
                     _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(()),
                 }
             })
         });
+    }
+}
+
+struct TokenWatcher;
+impl RoutedAgent for TokenWatcher {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc_sync(
+            |_: &mut TokenWatcher, _m: &MessageType, ctx: &MessageContext| {
+                let before = ctx.cancellation_token().is_cancelled();
+                ctx.cancellation_token().cancel();
+                let after = ctx.cancellation_token().is_cancelled();
+                Ok::<_, BoxError>(vec![before, after])
+            },
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_send_without_a_token_gives_the_handler_its_own_uncancelled_token() {
+    let rt = AgentRuntime::new();
+    rt.register_routed("watcher", |_| TokenWatcher)
+        .await
+        .unwrap();
+    rt.start().unwrap();
+    for _ in 0..2 {
+        // Each message gets a fresh token (the previous one was cancelled by its handler), and
+        // the handler gets the same token every time it asks.
+        let seen: Vec<bool> = within(rt.send(MessageType::new("x"), &id("watcher/k")))
+            .await
+            .unwrap();
+        assert_eq!(seen, [false, true]);
     }
 }
 
@@ -414,7 +445,7 @@ impl RoutedAgent for Outer {
                         "inner/k".parse().unwrap(),
                         SendOptions {
                             sender: Some(ctx.agent_id().clone()),
-                            cancellation_token: Some(ctx.cancellation_token.clone()),
+                            cancellation_token: Some(ctx.cancellation_token().clone()),
                             ..Default::default()
                         },
                     )
