@@ -64,7 +64,8 @@ pub use bindings::warren::agent::host::Level;
 use bindings::warren::agent::types::MessageContext;
 pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, TopicId};
 
-/// The content type of every payload this SDK produces.
+/// The content type of every payload this SDK produces (sent as `content_type: None`, which
+/// means JSON; `Some("application/json")` is accepted too).
 pub const JSON: &str = "application/json";
 
 /// The bare name of a Rust type (`my::mod::WorkRequest` → `WorkRequest`), which is the message
@@ -153,7 +154,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
 fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payload, Error> {
     Ok(Payload {
         type_name,
-        content_type: JSON.to_owned(),
+        content_type: None,
         data: serde_json::to_vec(value)?,
     })
 }
@@ -172,10 +173,12 @@ fn decode_as<T: DeserializeOwned>(p: &Payload, expected: &str) -> Result<T, Erro
             p.type_name
         )));
     }
-    if p.content_type != JSON {
+    if let Some(ct) = &p.content_type
+        && ct != JSON
+    {
         return Err(Error::Other(format!(
-            "cannot decode `{}` from {}: only {JSON} is supported",
-            p.type_name, p.content_type
+            "cannot decode `{}` from {ct}: only {JSON} is supported",
+            p.type_name
         )));
     }
     serde_json::from_slice(&p.data)
@@ -636,6 +639,22 @@ mod tests {
     }
 
     #[test]
+    fn json_travels_as_no_content_type_and_others_are_refused() {
+        let p = encode(&Ping { i: 3 }).unwrap();
+        assert_eq!(p.content_type, None);
+        let mut explicit = p.clone();
+        explicit.content_type = Some(JSON.into());
+        assert_eq!(decode::<Ping>(&explicit).unwrap(), Ping { i: 3 });
+        let mut other = p;
+        other.content_type = Some("text/plain".into());
+        let e = decode::<Ping>(&other).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("text/plain")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn borrowed_type_names_agree_with_bare_type_name() {
         fn both<T: ?Sized>() -> (String, String) {
             (
@@ -696,7 +715,7 @@ mod tests {
         );
         let bad = Payload {
             type_name: "Ping".into(),
-            content_type: JSON.into(),
+            content_type: None,
             data: b"{}".to_vec(),
         };
         let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();

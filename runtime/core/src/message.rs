@@ -11,6 +11,7 @@
 //! Rust struct, a guest struct and a Python dataclass of the same name interoperate.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -29,8 +30,8 @@ pub const JSON: &str = "application/json";
 pub struct Payload {
     /// The message type name (`WorkRequest`).
     pub type_name: String,
-    /// The encoding (`application/json`).
-    pub content_type: String,
+    /// The encoding (`application/json`, borrowed: the common case allocates nothing).
+    pub content_type: Cow<'static, str>,
     /// The encoded bytes.
     pub data: Vec<u8>,
 }
@@ -40,7 +41,7 @@ impl Payload {
     pub fn json(type_name: impl Into<String>, data: Vec<u8>) -> Self {
         Self {
             type_name: type_name.into(),
-            content_type: JSON.to_owned(),
+            content_type: Cow::Borrowed(JSON),
             data,
         }
     }
@@ -296,7 +297,7 @@ impl Message {
                         .map_err(|e| codec_ct(&type_name, s.content_type(), e))?;
                     return Ok(Payload {
                         type_name: s.type_name().to_owned(),
-                        content_type: s.content_type().to_owned(),
+                        content_type: Cow::Owned(s.content_type().to_owned()),
                         data,
                     });
                 }
@@ -320,7 +321,7 @@ pub fn decode_payload<T: DeserializeOwned>(p: &Payload) -> Result<T, Error> {
     if p.content_type != JSON {
         return Err(Error::UnknownSerializer {
             type_name: p.type_name.clone(),
-            content_type: p.content_type.clone(),
+            content_type: p.content_type.to_string(),
         });
     }
     serde_json::from_slice(&p.data).map_err(|e| codec(&p.type_name, e))
@@ -463,10 +464,10 @@ impl SerializerRegistry {
     pub fn deserialize(&self, payload: &Payload) -> Result<Message, Error> {
         let s = self
             .by_key
-            .get(&(payload.type_name.clone(), payload.content_type.clone()))
+            .get(&(payload.type_name.clone(), payload.content_type.to_string()))
             .ok_or_else(|| Error::UnknownSerializer {
                 type_name: payload.type_name.clone(),
-                content_type: payload.content_type.clone(),
+                content_type: payload.content_type.to_string(),
             })?;
         s.deserialize(&payload.data)
             .map_err(|e| codec_ct(&payload.type_name, &payload.content_type, e))
@@ -565,10 +566,7 @@ mod tests {
         let mut reg = SerializerRegistry::default();
         reg.add(Arc::new(Upper));
         let p = reg.serialize(&Message::new("hi".to_owned())).unwrap();
-        assert_eq!(
-            (p.type_name.as_str(), p.content_type.as_str()),
-            ("Shout", "str")
-        );
+        assert_eq!((p.type_name.as_str(), &*p.content_type), ("Shout", "str"));
         assert_eq!(p.data, b"HI");
         let back = reg.deserialize(&p).unwrap();
         assert_eq!(back.downcast_ref::<String>().unwrap(), "hi");
