@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, Error, Target};
 use crate::id::{AgentId, DEFAULT_TOPIC_TYPE, MessageId, TopicId};
 use crate::message::Message;
 use crate::runtime::{AgentRuntime, Inner, PublishOptions, SendOptions};
@@ -122,6 +122,18 @@ impl MessageContext {
             Some(t) => t,
             None => self.own_token.get_or_init(CancellationToken::new),
         }
+    }
+
+    /// A send's result as its caller gets it: if the caller gave no token and the handler cancelled
+    /// the one it was handed, the caller gets [`Error::Cancelled`], as in AutoGen, where that
+    /// token is the caller's own. (The caller learns it when the handler returns.)
+    pub(crate) fn reply(&self, result: Result<Message, Error>) -> Result<Message, Error> {
+        if self.token.is_none() && self.own_token.get().is_some_and(|t| t.is_cancelled()) {
+            return Err(Error::Cancelled {
+                target: Target::Agent(self.recipient.clone()),
+            });
+        }
+        result
     }
 
     /// The agent handling this message.

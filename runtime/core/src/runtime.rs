@@ -1015,6 +1015,7 @@ impl Inner {
                     let fut = Detach::new(async move {
                         let mut slot = slot;
                         let r = inner.deliver(&cell, &mut slot, message, &ctx, depth).await;
+                        let r = ctx.reply(r);
                         inner.done();
                         inner.release(&cell, slot);
                         r
@@ -1174,7 +1175,7 @@ impl Inner {
                     let r = self.deliver(&cell, &mut slot, d.message, &d.ctx, 0).await;
                     match d.reply {
                         Some(tx) => {
-                            let _ = tx.send(r);
+                            let _ = tx.send(d.ctx.reply(r));
                         }
                         None => self.publish_outcome(&d.ctx, r),
                     }

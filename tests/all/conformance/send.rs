@@ -361,35 +361,42 @@ impl RoutedAgent for LongRunning {
     }
 }
 
+/// Answers whether its token was cancelled on arrival; cancels it when the message says so.
 struct TokenWatcher;
 impl RoutedAgent for TokenWatcher {
     fn routes(r: &mut Routes<Self>) {
         r.rpc_sync(
-            |_: &mut TokenWatcher, _m: &MessageType, ctx: &MessageContext| {
-                let before = ctx.cancellation_token().is_cancelled();
-                ctx.cancellation_token().cancel();
-                let after = ctx.cancellation_token().is_cancelled();
-                Ok::<_, BoxError>(vec![before, after])
+            |_: &mut TokenWatcher, m: &MessageType, ctx: &MessageContext| {
+                let seen = ctx.cancellation_token().is_cancelled();
+                if m.text == "cancel" {
+                    ctx.cancellation_token().cancel();
+                    // The same token every time the handler asks.
+                    assert!(ctx.cancellation_token().is_cancelled());
+                }
+                Ok::<_, BoxError>(seen)
             },
         );
     }
 }
 
 #[tokio::test]
-async fn a_send_without_a_token_gives_the_handler_its_own_uncancelled_token() {
+async fn a_send_without_a_token_hands_the_handler_one_that_cancels_the_caller() {
     let rt = AgentRuntime::new();
     rt.register_routed("watcher", |_| TokenWatcher)
         .await
         .unwrap();
     rt.start().unwrap();
-    for _ in 0..2 {
-        // Each message gets a fresh token (the previous one was cancelled by its handler), and
-        // the handler gets the same token every time it asks.
-        let seen: Vec<bool> = within(rt.send(MessageType::new("x"), &id("watcher/k")))
-            .await
-            .unwrap();
-        assert_eq!(seen, [false, true]);
-    }
+    // As in AutoGen, where the runtime makes the caller a token: the handler cancelling it
+    // cancels the caller's wait.
+    let e = within(rt.send::<bool>(MessageType::new("cancel"), &id("watcher/k")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e:?}");
+    // The next message gets a fresh, uncancelled token.
+    let seen: bool = within(rt.send(MessageType::new("look"), &id("watcher/k")))
+        .await
+        .unwrap();
+    assert!(!seen);
 }
 
 #[tokio::test]
