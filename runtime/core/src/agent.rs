@@ -115,8 +115,8 @@ impl std::fmt::Debug for MessageContext {
 
 impl MessageContext {
     /// The caller's cancellation token (AutoGen's `ctx.cancellation_token`), shared by every
-    /// recipient of one publish. A message sent without one gets a token nobody else holds,
-    /// which is never cancelled; it is only made if a handler asks for it.
+    /// recipient of one publish. A message sent without one gets its own token, made only if a
+    /// handler asks; cancelling it cancels the caller's wait (see `reply`).
     pub fn cancellation_token(&self) -> &CancellationToken {
         match &self.token {
             Some(t) => t,

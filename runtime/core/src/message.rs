@@ -92,26 +92,30 @@ fn encode_json<T: Serialize + 'static>(
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>`.
 pub fn bare_type_name(full: &str) -> String {
-    const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
+    bare_name(full).into_owned()
+}
+
+/// Characters that end a path segment inside a type name (generics, tuples, slices, references).
+const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
+
+/// [`bare_type_name`], borrowed from `full` for a plain path (the common case, on every message).
+fn bare_name(full: &str) -> Cow<'_, str> {
     if !full.contains(SEPARATORS) {
-        // The common case, a plain path: the last segment (this runs for every encoded message).
-        return full.rsplit(':').next().unwrap_or(full).to_owned();
+        return Cow::Borrowed(full.rsplit(':').next().unwrap_or(full));
     }
     let mut out = String::with_capacity(full.len());
     let mut segment_start = 0;
     for (i, c) in full.char_indices() {
-        match c {
-            ':' => segment_start = i + 1,
-            '<' | '>' | ',' | ' ' | '(' | ')' | '[' | ']' | ';' | '&' => {
-                out.push_str(&full[segment_start..i]);
-                out.push(c);
-                segment_start = i + c.len_utf8();
-            }
-            _ => {}
+        if c == ':' {
+            segment_start = i + 1;
+        } else if SEPARATORS.contains(&c) {
+            out.push_str(&full[segment_start..i]);
+            out.push(c);
+            segment_start = i + c.len_utf8();
         }
     }
     out.push_str(&full[segment_start..]);
-    out
+    Cow::Owned(out)
 }
 
 /// The message type name Warren uses for `T` (see [`bare_type_name`]).
@@ -119,14 +123,10 @@ pub fn type_name_of<T: ?Sized>() -> String {
     bare_type_name(std::any::type_name::<T>())
 }
 
-/// Whether the bare name of the Rust type `full` is `name`, without allocating for the common
-/// case of a non-generic type (this runs once per decoded message).
+/// Whether the bare name of the Rust type `full` is `name` (no allocation for a plain path; this
+/// runs once per decoded message).
 fn bare_name_is(full: &str, name: &str) -> bool {
-    if full.contains('<') {
-        return bare_type_name(full) == name;
-    }
-    full.ends_with(name)
-        && (full.len() == name.len() || full[..full.len() - name.len()].ends_with("::"))
+    bare_name(full) == name
 }
 
 impl Message {
