@@ -274,10 +274,21 @@ async fn stop_fails_queued_mailbox_messages_and_nobody_waits_forever() {
         }));
         tokio::task::yield_now().await;
     }
+    rt.add_subscription(Subscription::type_subscription(
+        "naps",
+        AgentType::new("s").unwrap(),
+    ))
+    .await
+    .unwrap();
+    for tag in ["published 1", "published 2"] {
+        rt.publish(Nap(0, tag.into()), &TopicId::new("naps", "k").unwrap())
+            .await
+            .unwrap();
+    }
     assert_eq!(
         rt.unprocessed_messages_count(),
-        2,
-        "first runs, two wait in the mailbox"
+        4,
+        "first runs; two sends and two publishes wait in the mailbox"
     );
     rt.stop().await.unwrap();
     let results: Vec<_> = futures_results(calls).await;
@@ -289,6 +300,11 @@ async fn stop_fails_queued_mailbox_messages_and_nobody_waits_forever() {
         assert!(matches!(r, Err(Error::Stopped { .. })), "{r:?}");
     }
     assert_eq!(rt.unprocessed_messages_count(), 0);
+    assert_eq!(
+        *log.lock(),
+        ["s/k first"],
+        "the discarded sends and publishes never ran"
+    );
 }
 
 async fn futures_results(

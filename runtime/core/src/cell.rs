@@ -19,12 +19,13 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, MessageContext};
 use crate::error::Error;
-use crate::id::AgentId;
+use crate::id::{AgentId, MessageId, TopicId};
 use crate::message::Message;
-use crate::runtime::TypeEntry;
+use crate::runtime::{Inner, TypeEntry};
 
 /// The agent slot a job runs against: `None` until the factory has built the agent.
 pub(crate) type Slot = Option<Box<dyn Agent>>;
@@ -32,9 +33,15 @@ pub(crate) type Slot = Option<Box<dyn Agent>>;
 /// A control operation (save, load, close, metadata, typed access) run with exclusive access.
 pub(crate) type ControlFn = Box<dyn for<'a> FnOnce(&'a mut Slot) -> BoxFuture<'a, ()> + Send>;
 
+///
+/// Every variant is one pointer wide (plus the tag), so a mailbox of thousands of waiting messages
+/// stays small: a publish to a hundred agents queues one shared [`Published`], not a hundred copies
+/// of its message context.
 pub(crate) enum Job {
-    /// A message for the agent's handler.
-    Deliver(Delivery),
+    /// A send (RPC) for the agent's handler.
+    Deliver(Box<Delivery>),
+    /// A published message, shared by the mailboxes of all its recipients.
+    Publish(Arc<Published>),
     /// A control operation.
     Control(ControlFn),
 }
@@ -42,8 +49,50 @@ pub(crate) enum Job {
 pub(crate) struct Delivery {
     pub(crate) message: Message,
     pub(crate) ctx: MessageContext,
-    /// The caller waiting for the response; `None` for a publish.
-    pub(crate) reply: Option<oneshot::Sender<Result<Message, Error>>>,
+    /// The caller waiting for the response.
+    pub(crate) reply: oneshot::Sender<Result<Message, Error>>,
+}
+
+/// One published message as every recipient's mailbox holds it. The recipient's
+/// [`MessageContext`] is made when its handler runs.
+pub(crate) struct Published {
+    pub(crate) message: Message,
+    pub(crate) sender: Option<AgentId>,
+    pub(crate) topic: TopicId,
+    pub(crate) token: Option<CancellationToken>,
+    pub(crate) message_id: MessageId,
+}
+
+impl Published {
+    /// The message and context for `recipient`. The last recipient takes everything by move, so a
+    /// native value that no other recipient holds any more is handed over, not copied.
+    pub(crate) fn open(
+        self: Arc<Self>,
+        recipient: AgentId,
+        runtime: Arc<Inner>,
+    ) -> (Message, MessageContext) {
+        let p = match Arc::try_unwrap(self) {
+            Ok(p) => p,
+            Err(shared) => Published {
+                message: shared.message.clone(),
+                sender: shared.sender.clone(),
+                topic: shared.topic.clone(),
+                token: shared.token.clone(),
+                message_id: shared.message_id.clone(),
+            },
+        };
+        let ctx = MessageContext {
+            sender: p.sender,
+            topic_id: Some(p.topic),
+            is_rpc: false,
+            token: p.token,
+            own_token: Default::default(),
+            message_id: p.message_id,
+            recipient,
+            runtime,
+        };
+        (p.message, ctx)
+    }
 }
 
 pub(crate) struct Cell {
@@ -160,15 +209,15 @@ impl Cell {
         }
     }
 
-    /// Removes the queued deliveries (not control jobs), for `stop()`.
-    pub(crate) fn take_queued_deliveries(&self) -> Vec<Delivery> {
+    /// Removes the queued messages (sends and publishes, not control jobs), for `stop()`.
+    pub(crate) fn take_queued_messages(&self) -> Vec<Job> {
         let mut st = self.state.lock();
         let mut kept = VecDeque::new();
         let mut out = Vec::new();
         for job in st.queue.drain(..) {
             match job {
-                Job::Deliver(d) => out.push(d),
                 c @ Job::Control(_) => kept.push_back(c),
+                m => out.push(m),
             }
         }
         st.queue = kept;
@@ -214,5 +263,52 @@ impl<T: Send + 'static> Drop for Detach<T> {
                 let _ = fut.await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::AgentRuntime;
+
+    #[test]
+    fn a_queued_job_is_two_words_whatever_it_carries() {
+        // A full mailbox of a fan-out holds thousands of these: they must not carry the context.
+        assert!(
+            std::mem::size_of::<Job>() <= 3 * std::mem::size_of::<usize>(),
+            "Job is {} bytes",
+            std::mem::size_of::<Job>()
+        );
+    }
+
+    fn published(message: Message) -> Arc<Published> {
+        Arc::new(Published {
+            message,
+            sender: Some(AgentId::new("pub", "1").unwrap()),
+            topic: TopicId::new("news", "s").unwrap(),
+            token: None,
+            message_id: MessageId::new("m-1"),
+        })
+    }
+
+    #[test]
+    fn each_recipient_gets_its_own_context_and_the_last_one_takes_the_message() {
+        let inner = AgentRuntime::new().inner_for_tests();
+        let p = published(Message::new(41_i64));
+        let first = p.clone();
+        let (m1, c1) = first.open(AgentId::new("sub", "a").unwrap(), inner.clone());
+        assert_eq!(c1.recipient, AgentId::new("sub", "a").unwrap());
+        assert_eq!(c1.sender, Some(AgentId::new("pub", "1").unwrap()));
+        assert_eq!(c1.topic_id, Some(TopicId::new("news", "s").unwrap()));
+        assert_eq!(c1.message_id, MessageId::new("m-1"));
+        assert!(!c1.is_rpc);
+        // `m1` is a copy (the publish is still shared): both hold the value.
+        assert_eq!(m1.native_refs(), Some(2));
+        drop(m1);
+        let (m2, c2) = p.open(AgentId::new("sub", "b").unwrap(), inner);
+        assert_eq!(c2.recipient, AgentId::new("sub", "b").unwrap());
+        // The last recipient holds the only reference: a native value is moved, not copied.
+        assert_eq!(m2.native_refs(), Some(1));
+        assert_eq!(m2.decode::<i64>().unwrap(), 41);
     }
 }

@@ -130,6 +130,15 @@ fn bare_name_is(full: &str, name: &str) -> bool {
 }
 
 impl Message {
+    /// How many messages share this native value (`None` for a payload or no value).
+    #[cfg(test)]
+    pub(crate) fn native_refs(&self) -> Option<usize> {
+        match &self.repr {
+            Repr::Native { value, .. } => Some(Arc::strong_count(value)),
+            _ => None,
+        }
+    }
+
     /// A native message that can also be encoded as JSON when a consumer needs bytes.
     pub fn new<T: Serialize + Send + Sync + 'static>(value: T) -> Self {
         Self {

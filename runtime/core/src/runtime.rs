@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::{Agent, AgentContext, AgentMetadata, MessageContext};
-use crate::cell::{Cell, Claim, ControlFn, Delivery, Detach, Job, Slot};
+use crate::cell::{Cell, Claim, ControlFn, Delivery, Detach, Job, Published, Slot};
 use crate::error::{BoxError, Error, InterventionStage, Target};
 use crate::id::{AgentId, AgentType, MessageId, SubscriptionId, TopicId};
 use crate::intervention::{Intervention, InterventionHandler, PublishContext};
@@ -321,6 +321,11 @@ impl AgentRuntime {
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner_for_tests(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 
     fn insert_type(&self, agent_type: &AgentType, entry: TypeEntry) -> Result<(), Error> {
@@ -1002,11 +1007,11 @@ impl Inner {
                 let (tx, rx) = oneshot::channel();
                 reply = Some(rx);
                 self.queued.fetch_add(1, Ordering::SeqCst);
-                Job::Deliver(Delivery {
+                Job::Deliver(Box::new(Delivery {
                     message: message.clone(),
                     ctx: ctx.clone(),
-                    reply: Some(tx),
-                })
+                    reply: tx,
+                }))
             });
             match claim {
                 Claim::Owned(slot) => {
@@ -1100,20 +1105,17 @@ impl Inner {
                 Ok(message) => {
                     self.accept();
                     self.queued.fetch_add(1, Ordering::SeqCst);
-                    let job = Job::Deliver(Delivery {
+                    let job = Job::Deliver(Box::new(Delivery {
                         message,
                         ctx,
-                        reply: Some(reply),
-                    });
+                        reply,
+                    }));
                     if let Err(refused) = self.queue_job(&cell, job) {
                         let (job, e) = *refused;
                         self.queued.fetch_sub(1, Ordering::SeqCst);
                         self.done();
-                        if let Job::Deliver(Delivery {
-                            reply: Some(tx), ..
-                        }) = job
-                        {
-                            let _ = tx.send(Err(e));
+                        if let Job::Deliver(d) = job {
+                            let _ = d.reply.send(Err(e));
                         }
                     }
                 }
@@ -1172,13 +1174,20 @@ impl Inner {
             match job {
                 Job::Deliver(d) => {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    let r = self.deliver(&cell, &mut slot, d.message, &d.ctx, 0).await;
-                    match d.reply {
-                        Some(tx) => {
-                            let _ = tx.send(d.ctx.reply(r));
-                        }
-                        None => self.publish_outcome(&d.ctx, r),
-                    }
+                    let Delivery {
+                        message,
+                        ctx,
+                        reply,
+                    } = *d;
+                    let r = self.deliver(&cell, &mut slot, message, &ctx, 0).await;
+                    let _ = reply.send(ctx.reply(r));
+                    self.done();
+                }
+                Job::Publish(p) => {
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    let (message, ctx) = p.open(cell.id.clone(), self.clone());
+                    let r = self.deliver(&cell, &mut slot, message, &ctx, 0).await;
+                    self.publish_outcome(&ctx, r);
                     self.done();
                 }
                 Job::Control(f) => f(&mut slot).await,
@@ -1486,10 +1495,18 @@ impl Inner {
         message_id: MessageId,
     ) {
         let recipients = self.subscriptions.recipients(&topic);
+        let published = Arc::new(Published {
+            message,
+            sender,
+            topic,
+            token,
+            message_id,
+        });
         for r in recipients.iter() {
-            if sender.as_ref() == Some(r) {
+            if published.sender.as_ref() == Some(r) {
                 continue;
             }
+            let topic = &published.topic;
             let cell = match self
                 .cell_for(r)
                 .and_then(|c| self.check_queue(r).map(|()| c))
@@ -1503,22 +1520,7 @@ impl Inner {
             };
             self.accept();
             self.queued.fetch_add(1, Ordering::SeqCst);
-            let ctx = MessageContext {
-                sender: sender.clone(),
-                topic_id: Some(topic.clone()),
-                is_rpc: false,
-                token: token.clone(),
-                own_token: Default::default(),
-                message_id: message_id.clone(),
-                recipient: r.clone(),
-                runtime: self.clone(),
-            };
-            let job = Job::Deliver(Delivery {
-                message: message.clone(),
-                ctx,
-                reply: None,
-            });
-            if let Err(refused) = self.queue_job(&cell, job) {
+            if let Err(refused) = self.queue_job(&cell, Job::Publish(published.clone())) {
                 let (_, e) = *refused;
                 self.queued.fetch_sub(1, Ordering::SeqCst);
                 self.done();
@@ -1600,15 +1602,18 @@ impl AgentRuntime {
         }
         let cells: Vec<Arc<Cell>> = self.inner.agents.read().values().cloned().collect();
         for cell in cells {
-            for d in cell.take_queued_deliveries() {
+            for job in cell.take_queued_messages() {
                 self.inner.queued.fetch_sub(1, Ordering::SeqCst);
                 discarded += 1;
-                let target = Target::Agent(d.ctx.recipient.clone());
-                match d.reply {
-                    Some(tx) => {
-                        let _ = tx.send(Err(Error::Stopped { target }));
+                let target = Target::Agent(cell.id.clone());
+                match job {
+                    Job::Deliver(d) => {
+                        let _ = d.reply.send(Err(Error::Stopped { target }));
                     }
-                    None => tracing::warn!(%target, "published message discarded by stop()"),
+                    Job::Publish(_) => {
+                        tracing::warn!(%target, "published message discarded by stop()")
+                    }
+                    Job::Control(_) => unreachable!("control jobs stay queued"),
                 }
                 self.inner.done();
             }
