@@ -125,11 +125,17 @@ impl RoutedAgent for Stateful {
         Ok(json!({ "counter": self.counter, "note": self.note }))
     }
     fn load_state(&mut self, s: Value) -> Result<(), BoxError> {
-        self.counter = s["counter"].as_i64().ok_or("counter must be an integer")?;
-        self.note = s["note"]
-            .as_str()
-            .ok_or("note must be a string")?
-            .to_owned();
+        let Value::Object(mut s) = s else {
+            return Err("state must be an object".into());
+        };
+        self.counter = s
+            .get("counter")
+            .and_then(Value::as_i64)
+            .ok_or("counter must be an integer")?;
+        self.note = match s.swap_remove("note") {
+            Some(Value::String(note)) => note,
+            _ => return Err("note must be a string".into()),
+        };
         Ok(())
     }
 }

@@ -365,7 +365,8 @@ async fn state_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resu
     let loaded: Value = serde_json::from_str(&blob)?;
     let loads_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    b.load_state(&loaded).await?;
+    // By value: each agent gets its state moved out of the parsed document.
+    b.load_state(loaded).await?;
     let load_s = t.elapsed().as_secs_f64();
     let (_, cpu_b) = t0.stop();
 

@@ -54,7 +54,7 @@ pub use message::{JSON, JsonSerializer, Message, MessageSerializer, Payload, Ser
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{
     AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,
-    PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, WeakRuntime,
+    PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, StateDocument, WeakRuntime,
 };
 pub use subscription::Subscription;
 pub use tokio_util::sync::CancellationToken;

@@ -18,6 +18,7 @@
 //! and failures in interventions, so `stop_when_idle` cannot hang on them (AutoGen's can).
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -36,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::{Agent, AgentContext, AgentMetadata, MessageContext};
-use crate::cell::{Cell, Claim, ControlFn, Delivery, Detach, Job, Published, Slot};
+use crate::cell::{Cell, Claim, Delivery, Detach, Job, Published, Slot};
 use crate::error::{BoxError, Error, InterventionStage, Target};
 use crate::id::{AgentId, AgentType, MessageId, SubscriptionId, TopicId};
 use crate::intervention::{Intervention, InterventionHandler, PublishContext};
@@ -1321,40 +1322,56 @@ impl Inner {
                 chain: vec![cell.id.clone(), cell.id.clone()],
             });
         }
-        let (tx, rx) = oneshot::channel();
-        let inner = self.clone();
-        let c = cell.clone();
-        let op: ControlFn = Box::new(move |slot: &mut Slot| {
-            Box::pin(async move {
-                let r = match inner.ensure_agent(&c, slot).await {
-                    Ok(()) => Ok(f(slot.as_mut().expect("ensured")).await),
-                    Err(e) => Err(e),
-                };
-                let _ = tx.send(r);
-            })
+        let mut f = Some(f);
+        let mut reply = None;
+        let claim = cell.offer(true, false, || {
+            let f = f.take().expect("offered once");
+            let (tx, rx) = oneshot::channel();
+            reply = Some(rx);
+            let inner = self.clone();
+            let c = cell.clone();
+            Job::Control(Box::new(move |slot: &mut Slot| {
+                Box::pin(async move {
+                    let _ = tx.send(inner.run_control(&c, slot, f).await);
+                })
+            }))
         });
-        let mut op = Some(op);
-        match cell.offer(true, false, || {
-            Job::Control(op.take().expect("offered once"))
-        }) {
+        match claim {
+            // Idle: run it here, without a channel or a queued job.
             Claim::Owned(mut slot) => {
-                let op = op.take().expect("not queued");
+                let f = f.take().expect("not queued");
                 let inner = self.clone();
                 let cell = cell.clone();
-                Detach::new(async move {
-                    op(&mut slot).await;
+                return Detach::new(async move {
+                    let r = inner.run_control(&cell, &mut slot, f).await;
                     inner.release(&cell, slot);
+                    r
                 })
                 .await;
             }
             Claim::Queued | Claim::Full => {}
             Claim::QueuedIdle(slot) => self.spawn_drain(cell.clone(), slot),
         }
+        let rx = reply.expect("a queued control job has a reply channel");
         rx.await.unwrap_or_else(|_| {
             Err(Error::Stopped {
                 target: Target::Agent(cell.id.clone()),
             })
         })
+    }
+
+    /// A control operation against the slot, building the agent first if needed.
+    async fn run_control<R, F>(
+        self: &Arc<Self>,
+        cell: &Cell,
+        slot: &mut Slot,
+        f: F,
+    ) -> Result<R, Error>
+    where
+        F: for<'a> FnOnce(&'a mut Box<dyn Agent>) -> BoxFuture<'a, R>,
+    {
+        self.ensure_agent(cell, slot).await?;
+        Ok(f(slot.as_mut().expect("ensured")).await)
     }
 
     async fn intervene_send(
@@ -1737,16 +1754,20 @@ impl AgentRuntime {
     /// (an object; every key a valid `type/key` of a registered type; factory types or existing
     /// instances), so a malformed document changes nothing. AutoGen silently skips unknown types;
     /// Warren names them.
-    pub async fn load_state(&self, state: &Value) -> Result<(), Error> {
+    ///
+    /// Pass the document by value (`Value`) to hand each agent its state without a copy, or by
+    /// reference (`&Value`) to keep it.
+    pub async fn load_state<'v>(&self, state: impl StateDocument<'v>) -> Result<(), Error> {
+        let state = state.into_document();
         let doc = state.as_object().ok_or_else(|| Error::InvalidState {
             key: "<document>".to_owned(),
             reason: format!(
                 "expected a JSON object keyed \"type/key\", got {}",
-                json_kind(state)
+                json_kind(&state)
             ),
         })?;
-        let mut plan = Vec::with_capacity(doc.len());
-        for (key, value) in doc {
+        let mut cells = Vec::with_capacity(doc.len());
+        for key in doc.keys() {
             let id: AgentId = key
                 .parse()
                 .map_err(|e: crate::IdError| Error::InvalidState {
@@ -1757,9 +1778,15 @@ impl AgentRuntime {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
-            plan.push((cell, value.clone()));
+            cells.push(cell);
         }
-        for (cell, value) in plan {
+        // Every key is valid: now the states, in document order, moved out of an owned document.
+        let states: Box<dyn Iterator<Item = Value> + Send> = match state {
+            Cow::Owned(Value::Object(doc)) => Box::new(doc.into_iter().map(|(_, v)| v)),
+            Cow::Borrowed(Value::Object(doc)) => Box::new(doc.values().cloned()),
+            _ => unreachable!("checked to be an object above"),
+        };
+        for (cell, value) in cells.into_iter().zip(states) {
             let id = cell.id.clone();
             self.inner
                 .control(&cell, move |a| {
@@ -1781,6 +1808,25 @@ impl AgentRuntime {
     /// A weak handle, for agents and hosts that must not keep the runtime alive.
     pub fn downgrade(&self) -> WeakRuntime {
         WeakRuntime(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A state document for [`AgentRuntime::load_state`]: a `Value`, whose states are moved into the
+/// agents, or a `&Value`, which is kept and copied from.
+pub trait StateDocument<'v> {
+    /// The document, owned or borrowed.
+    fn into_document(self) -> Cow<'v, Value>;
+}
+
+impl<'v> StateDocument<'v> for Value {
+    fn into_document(self) -> Cow<'v, Value> {
+        Cow::Owned(self)
+    }
+}
+
+impl<'v> StateDocument<'v> for &'v Value {
+    fn into_document(self) -> Cow<'v, Value> {
+        Cow::Borrowed(self)
     }
 }
 

@@ -267,6 +267,79 @@ async fn case_73_state_moves_between_runtimes() {
 }
 
 #[tokio::test]
+async fn load_state_takes_the_document_by_value_or_by_reference() {
+    let doc = json!({
+        "name1/a": { "state": 1 },
+        "name1/b": { "state": 2 },
+        "name1/c": { "state": 3 },
+    });
+    for by_value in [true, false] {
+        let b = AgentRuntime::new();
+        b.register_routed("name1", |_| Stateful::default())
+            .await
+            .unwrap();
+        if by_value {
+            within(b.load_state(doc.clone())).await.unwrap();
+        } else {
+            within(b.load_state(&doc)).await.unwrap();
+        }
+        // Every agent got its own entry, and the agents exist in document order.
+        assert_eq!(
+            serde_json::Value::Object(within(b.save_state()).await.unwrap()),
+            doc,
+            "by value: {by_value}"
+        );
+    }
+}
+
+/// Sets its state after a pause, so a state operation can arrive while it runs.
+struct SlowStateful {
+    state: i64,
+    started: Arc<AtomicBool>,
+}
+impl RoutedAgent for SlowStateful {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc(|a: &mut SlowStateful, m: &Set, _| {
+            Box::pin(async move {
+                a.started.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                a.state = m.0;
+                Ok::<_, BoxError>(a.state)
+            })
+        });
+    }
+    fn save_state(&mut self) -> Result<serde_json::Value, BoxError> {
+        Ok(json!({ "state": self.state }))
+    }
+}
+
+#[tokio::test]
+async fn a_state_operation_waits_for_the_running_handler() {
+    let rt = AgentRuntime::new();
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    rt.register_routed("slow", move |_| SlowStateful {
+        state: 0,
+        started: s.clone(),
+    })
+    .await
+    .unwrap();
+    rt.start().unwrap();
+    let r = rt.clone();
+    let call = tokio::spawn(async move { r.send::<i64>(Set(7), &id("slow/k")).await });
+    within(async {
+        while !started.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Queued behind the running handler, it sees the state the handler left.
+    let saved = within(rt.agent_save_state(&id("slow/k"))).await.unwrap();
+    assert_eq!(saved, json!({ "state": 7 }));
+    assert_eq!(within(call).await.unwrap().unwrap(), 7);
+}
+
+#[tokio::test]
 async fn malformed_state_documents_are_typed_and_change_nothing() {
     let b = AgentRuntime::new();
     b.register_routed("name1", |_| Stateful::default())
