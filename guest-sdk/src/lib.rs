@@ -79,9 +79,26 @@ pub fn bare_type_name(full: &str) -> String {
 /// Characters that end a path segment inside a type name (generics, tuples, slices, references).
 const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
 
+/// [`SEPARATORS`] as a bit set over ASCII.
+const SEPARATOR_BITS: u128 = {
+    let mut bits = 0u128;
+    let mut i = 0;
+    while i < SEPARATORS.len() {
+        bits |= 1 << SEPARATORS[i] as u32;
+        i += 1;
+    }
+    bits
+};
+
+/// Whether a byte of a type name is one of the [`SEPARATORS`] (all ASCII, so a byte scan finds
+/// them; several times faster than a `char` pattern, and this runs on every message).
+fn is_separator(b: u8) -> bool {
+    b < 128 && SEPARATOR_BITS & (1 << b) != 0
+}
+
 /// [`bare_type_name`], borrowed from `full` for a plain path (the common case, on every message).
 fn bare_name(full: &str) -> Cow<'_, str> {
-    if !full.contains(SEPARATORS) {
+    if !full.bytes().any(is_separator) {
         return Cow::Borrowed(full.rsplit(':').next().unwrap_or(full));
     }
     let mut out = String::with_capacity(full.len());
