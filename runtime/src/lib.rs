@@ -17,6 +17,8 @@
 //!
 //! Everything of `warren-core` is re-exported, so embedders depend on this crate alone.
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 mod bindings;
 pub mod discover;
 pub mod host;

@@ -8,10 +8,11 @@
 //! cargo run --release -p warren-bench -- --workload rpc_chain --variant wasm
 //! ```
 
-/// The global allocator, as in the `warren` binary: glibc's malloc spent up to a third of some
-/// workloads consolidating free lists (`malloc_consolidate`) and faulting in its arenas.
+/// The global allocator and its settings, as in the `warren` binary (`warren_runtime::allocator`):
+/// glibc's malloc spent up to a third of some workloads consolidating free lists
+/// (`malloc_consolidate`) and faulting in its arenas.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warren_runtime::allocator::MiMalloc = warren_runtime::allocator::MiMalloc;
 
 mod agents;
 mod workloads;
@@ -71,6 +72,7 @@ pub struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    warren_runtime::allocator::tune();
     let args = Args::parse();
     if args.child {
         return child(&args);

@@ -123,7 +123,10 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "threads": threads,
         "codec": variant.codec(),
         "allocator": variant.allocator(),
-        "global_allocator": "mimalloc",
+        "global_allocator": format!(
+            "mimalloc (purge delay {} ms)",
+            warren_runtime::allocator::purge_delay_ms()
+        ),
         "mailbox": "one message at a time per agent (FIFO)",
     });
     if let Ok(l) = std::fs::read_to_string("/proc/loadavg")

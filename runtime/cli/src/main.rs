@@ -3,10 +3,9 @@
 //!
 //! Exit codes: 0 success, 1 a message failed, 2 bad setup (arguments, manifests, plugins).
 
-/// mimalloc instead of glibc's malloc: the runtime allocates per message and per agent, and
-/// glibc's free-list consolidation showed up in every profile (see runtime/bench/PERFORMANCE.md).
+/// mimalloc instead of glibc's malloc, with Warren's settings (`warren_runtime::allocator`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: warren_runtime::allocator::MiMalloc = warren_runtime::allocator::MiMalloc;
 
 mod build;
 mod inspect;
@@ -74,6 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    warren_runtime::allocator::tune();
     let cli = Cli::parse();
     output::init(cli.json, cli.verbose, cli.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
