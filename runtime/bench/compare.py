@@ -4,7 +4,7 @@
 Sets up AutoGen's Python runtime from PyPI (autogen-core==0.7.5) in a venv under target/, builds
 warren-bench and the guest components, then runs the six workloads of WORKLOADS.md interleaved:
 for each repetition, for each workload, AutoGen, Warren with native agents and Warren with wasm
-agents, each in a fresh process. Prints a table of ratios (median over repetitions) per workload,
+agents, each in a fresh process (the three take turns going first). Prints a table of ratios (median over repetitions) per workload,
 by wall clock and per CPU-second.
 
     python3 runtime/bench/compare.py                 # full sizes, 3 repetitions
@@ -120,7 +120,11 @@ def main() -> None:
                 "wasm": [str(bench), "--child", "--workload", w, "--variant", "wasm", "--n", str(n),
                          "--threads", str(args.threads), "--components", str(components)],
             }
-            for impl, cmd in runs.items():
+            # The three take turns going first: a process that starts right after one that freed a
+            # lot of memory can run several times slower on a VM (see PERFORMANCE.md, "Noise").
+            order = list(runs.items())
+            order = order[rep % len(order):] + order[:rep % len(order)]
+            for impl, cmd in order:
                 rec = child(cmd)
                 rec["rep"] = rep
                 print(json.dumps(rec), flush=True)
