@@ -33,10 +33,9 @@ pub(crate) type Slot = Option<Box<dyn Agent>>;
 /// A control operation (save, load, close, metadata, typed access) run with exclusive access.
 pub(crate) type ControlFn = Box<dyn for<'a> FnOnce(&'a mut Slot) -> BoxFuture<'a, ()> + Send>;
 
-///
-/// Every variant is one pointer wide (plus the tag), so a mailbox of thousands of waiting messages
-/// stays small: a publish to a hundred agents queues one shared [`Published`], not a hundred copies
-/// of its message context.
+/// A mailbox entry. Every variant is a pointer (24 bytes with the tag), so a mailbox of thousands
+/// of waiting messages stays small: a publish to a hundred agents queues one shared [`Published`],
+/// not a hundred copies of its message context.
 pub(crate) enum Job {
     /// A send (RPC) for the agent's handler.
     Deliver(Box<Delivery>),
@@ -272,7 +271,7 @@ mod tests {
     use crate::runtime::AgentRuntime;
 
     #[test]
-    fn a_queued_job_is_two_words_whatever_it_carries() {
+    fn a_queued_job_is_three_words_whatever_it_carries() {
         // A full mailbox of a fan-out holds thousands of these: they must not carry the context.
         assert!(
             std::mem::size_of::<Job>() <= 3 * std::mem::size_of::<usize>(),
