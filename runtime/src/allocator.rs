@@ -1,7 +1,7 @@
 //! The global allocator Warren's binaries use (feature `mimalloc`): an embedding application
 //! chooses its own, and may use this one.
 //!
-//! ```ignore
+//! ```no_run
 //! #[global_allocator]
 //! static GLOBAL: warren_runtime::allocator::MiMalloc = warren_runtime::allocator::MiMalloc;
 //!
@@ -66,26 +66,24 @@ mod tests {
 
     #[test]
     fn option_15_is_the_purge_delay() {
-        // mimalloc maps `MIMALLOC_PURGE_DELAY` to its own enum at start-up: a fresh process with
-        // the variable set must read it back through option 15. A renumbered enum fails here
-        // rather than silently setting some other option.
+        // mimalloc maps `MIMALLOC_PURGE_DELAY` to its own enum at start-up: this test runs itself
+        // again in a fresh process with the variable set, and there reads it back through
+        // option 15. A renumbered enum fails here rather than silently setting another option.
+        if std::env::var_os("WARREN_ALLOC_PROBE").is_some() {
+            println!("purge delay: {}", purge_delay_ms());
+            return;
+        }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "allocator::tests::probe",
-                "--ignored",
+                "allocator::tests::option_15_is_the_purge_delay",
                 "--nocapture",
             ])
+            .env("WARREN_ALLOC_PROBE", "1")
             .env("MIMALLOC_PURGE_DELAY", "1234")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("purge delay: 1234\n"), "{text}");
-    }
-
-    #[test]
-    #[ignore = "a probe: run by option_15_is_the_purge_delay in a fresh process"]
-    fn probe() {
-        println!("purge delay: {}", purge_delay_ms());
     }
 }
