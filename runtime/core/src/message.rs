@@ -89,61 +89,14 @@ fn encode_json<T: Serialize + 'static>(
     serde_json::to_vec(v)
 }
 
+use warren_typename::bare_name_is;
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
-/// `Vec<my::Item>` becomes `Vec<Item>`.
-pub fn bare_type_name(full: &str) -> String {
-    bare_name(full).into_owned()
-}
-
-/// Characters that end a path segment inside a type name (generics, tuples, slices, references).
-const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
-
-/// [`SEPARATORS`] as a bit set over ASCII.
-const SEPARATOR_BITS: u128 = {
-    let mut bits = 0u128;
-    let mut i = 0;
-    while i < SEPARATORS.len() {
-        bits |= 1 << SEPARATORS[i] as u32;
-        i += 1;
-    }
-    bits
-};
-
-/// Whether a byte of a type name is one of the [`SEPARATORS`] (all ASCII, so a byte scan finds
-/// them; several times faster than a `char` pattern, and this runs on every message).
-fn is_separator(b: u8) -> bool {
-    b < 128 && SEPARATOR_BITS & (1 << b) != 0
-}
-
-/// [`bare_type_name`], borrowed from `full` for a plain path (the common case, on every message).
-fn bare_name(full: &str) -> Cow<'_, str> {
-    if !full.bytes().any(is_separator) {
-        return Cow::Borrowed(full.rsplit(':').next().unwrap_or(full));
-    }
-    let mut out = String::with_capacity(full.len());
-    let mut segment_start = 0;
-    for (i, c) in full.char_indices() {
-        if c == ':' {
-            segment_start = i + 1;
-        } else if SEPARATORS.contains(&c) {
-            out.push_str(&full[segment_start..i]);
-            out.push(c);
-            segment_start = i + c.len_utf8();
-        }
-    }
-    out.push_str(&full[segment_start..]);
-    Cow::Owned(out)
-}
+/// `Vec<my::Item>` becomes `Vec<Item>` (shared with the guest SDK, so both sides name alike).
+pub use warren_typename::bare_type_name;
 
 /// The message type name Warren uses for `T` (see [`bare_type_name`]).
 pub fn type_name_of<T: ?Sized>() -> String {
     bare_type_name(std::any::type_name::<T>())
-}
-
-/// Whether the bare name of the Rust type `full` is `name` (no allocation for a plain path; this
-/// runs once per decoded message).
-fn bare_name_is(full: &str, name: &str) -> bool {
-    bare_name(full) == name
 }
 
 impl Message {

@@ -69,8 +69,8 @@ pub async fn runtime_with(plugins: &[(&str, &str)]) -> AgentRuntime {
     rt
 }
 
-/// The host and the guest SDK name message types the same way (the SDK keeps its own copy of the
-/// function so guests do not depend on the runtime).
+/// The host and the guest SDK name message types the same way (both re-export
+/// `warren_typename::bare_type_name`; this guards against either growing its own again).
 #[test]
 fn host_and_guest_agree_on_type_names() {
     for full in [
