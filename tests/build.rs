@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("warren-plugin-monitor", "MONITOR"),
     ("warren-plugin-relay", "RELAY"),
     ("warren-fixture-faulty", "FAULTY"),
+    ("warren-fixture-local", "LOCAL"),
     ("warren-fixture-fs-reader", "FS_READER"),
     ("warren-fixture-command", "COMMAND"),
     ("warren-fixture-net-client", "NET_CLIENT"),

@@ -6,12 +6,32 @@ use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
 use crate::host::{Handling, StoreState};
 use crate::manifest::allowed;
 
+// Only `send` and `publish` wait (for another agent); the other host functions answer at once.
+// An instance that imports neither can then be run without a fiber (see `sync_world`).
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
-    imports: { default: async },
+    imports: {
+        "warren:agent/host.send": async,
+        "warren:agent/host.publish": async,
+    },
     exports: { default: async },
 });
+
+/// The same world with synchronous exports, for instances none of whose imports is async: a call
+/// is then a plain function call on the caller's stack (no fiber to enter, no fiber stack kept
+/// per live instance). The imported interfaces are the ones above.
+pub(crate) mod sync_world {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        require_store_data_send: true,
+        with: {
+            "warren:agent/types": super::warren::agent::types,
+            "warren:agent/host": super::warren::agent::host,
+        },
+    });
+}
 
 pub(crate) use exports::warren::agent::agent::Description;
 use warren::agent::host::Level;
@@ -260,15 +280,15 @@ impl warren::agent::host::Host for StoreState {
         .map_err(|e| to_wit_error(&e))
     }
 
-    async fn context(&mut self) -> wit::MessageContext {
+    fn context(&mut self) -> wit::MessageContext {
         context(self.handling.as_ref())
     }
 
-    async fn self_id(&mut self) -> wit::AgentId {
+    fn self_id(&mut self) -> wit::AgentId {
         (&self.agent).into()
     }
 
-    async fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) {
         let agent = &self.agent;
         match level {
             Level::Trace => tracing::trace!(%agent, "{message}"),

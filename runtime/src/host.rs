@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use warren_core::{AgentRuntime, AgentType, DynFactory, Error, Subscription};
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Plugin as PluginWorld, PluginPre};
+use crate::bindings::{Plugin as PluginWorld, PluginPre, sync_world};
 use crate::logpipe::LogPipe;
 use crate::manifest::{Manifest, ManifestError};
 use crate::wasm_agent::WasmAgent;
@@ -341,7 +342,12 @@ impl WasiView for StoreState {
 
 pub(crate) struct HostInner {
     pub(crate) engine: Engine,
+    /// For plugins that import something that waits (`send`, `publish`, files): async calls.
     linker: Linker<StoreState>,
+    /// For all other plugins: the same definitions with the blocking `wasi:io` functions
+    /// replaced by synchronous ones ([`crate::sync_io`]), so their instances are called without
+    /// a fiber.
+    sync_linker: Linker<StoreState>,
     cache_dir: Option<PathBuf>,
     pooling: bool,
     pub(crate) fuel: bool,
@@ -398,6 +404,13 @@ impl LoadedPlugin {
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
     }
+
+    /// Whether its instances are called synchronously: true when the component imports nothing
+    /// that can wait (neither `send` nor `publish`, no files or sockets). Such an instance runs
+    /// on the caller's stack instead of a fiber, and keeps no fiber stack while it is live.
+    pub fn is_synchronous(&self) -> bool {
+        matches!(self.shared.pre, Pre::Sync(_))
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -410,10 +423,39 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// A plugin's pre-linked component: called through fibers (async) when it imports something that
+/// waits, as plain calls otherwise.
+pub(crate) enum Pre {
+    Async(PluginPre<StoreState>),
+    Sync(sync_world::PluginPre<StoreState>),
+}
+
+/// Whether a component imports a function that can wait: `send` or `publish` (they wait for
+/// another agent), or any file or socket operation. Everything else a plugin may import has a
+/// synchronous definition on the sync linker.
+fn needs_async(component: &Component, engine: &Engine) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(
+            |(name, item)| match name.split('@').next().unwrap_or(name) {
+                "warren:agent/host" => match item.ty {
+                    ComponentItem::ComponentInstance(host) => host
+                        .exports(engine)
+                        .any(|(f, _)| f == "send" || f == "publish"),
+                    _ => true,
+                },
+                other => {
+                    other.starts_with("wasi:filesystem/") || other.starts_with("wasi:sockets/")
+                }
+            },
+        )
+}
+
 /// What every instance of one plugin shares.
 pub(crate) struct PluginShared {
     pub(crate) name: String,
-    pub(crate) pre: PluginPre<StoreState>,
+    pub(crate) pre: Pre,
     pub(crate) host: Arc<HostInner>,
     pub(crate) limits: Limits,
     pub(crate) caps: crate::manifest::Capabilities,
@@ -490,13 +532,8 @@ impl WasmHost {
             },
         };
         let (engine, pooling) = engine;
-        let mut linker: Linker<StoreState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        PluginWorld::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(engine_err)?;
+        let linker = build_linker(&engine, false).map_err(engine_err)?;
+        let sync_linker = build_linker(&engine, true).map_err(engine_err)?;
         if let Some(dir) = &config.cache_dir
             && let Err(e) = create_private_dir(dir)
         {
@@ -521,6 +558,7 @@ impl WasmHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                sync_linker,
                 cache_dir: config.cache_dir,
                 pooling,
                 fuel: config.fuel,
@@ -628,18 +666,17 @@ impl WasmHost {
         }) {
             return Err(first);
         }
-        let pre =
-            self.inner
-                .linker
-                .instantiate_pre(&component)
-                .map_err(|e| PluginError::WrongWorld {
-                    plugin: plugin.clone(),
-                    cause: format!("{e:#}"),
-                })?;
-        let pre = PluginPre::new(pre).map_err(|e| PluginError::WrongWorld {
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
             plugin: plugin.clone(),
             cause: format!("{e:#}"),
-        })?;
+        };
+        let pre = if needs_async(&component, engine) {
+            let pre = self.inner.linker.instantiate_pre(&component);
+            Pre::Async(PluginPre::new(pre.map_err(wrong_world)?).map_err(wrong_world)?)
+        } else {
+            let pre = self.inner.sync_linker.instantiate_pre(&component);
+            Pre::Sync(sync_world::PluginPre::new(pre.map_err(wrong_world)?).map_err(wrong_world)?)
+        };
         let shared = Arc::new(PluginShared {
             name: plugin.clone(),
             pre,
@@ -821,6 +858,23 @@ impl WasmHost {
         }
         Ok(store)
     }
+}
+
+/// The definitions every plugin is linked against: WASI (with an empty context) and Warren's
+/// `host` interface; with `sync`, the blocking `wasi:io` functions are synchronous.
+fn build_linker(engine: &Engine, sync: bool) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker: Linker<StoreState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    PluginWorld::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    if sync {
+        linker.allow_shadowing(true);
+        crate::sync_io::add_sync_io(&mut linker)?;
+        linker.allow_shadowing(false);
+    }
+    Ok(linker)
 }
 
 fn engine_err(e: impl std::fmt::Display) -> PluginError {

@@ -24,6 +24,7 @@ pub mod discover;
 pub mod host;
 mod logpipe;
 pub mod manifest;
+mod sync_io;
 pub mod tenant;
 mod wasm_agent;
 

@@ -3,6 +3,8 @@
 //! it died (a Rust guest prints its panic message there before aborting).
 //!
 //! Nothing a guest writes can block or trap it: output beyond a line's bound is cut, never refused.
+//! Writes complete synchronously (the stream is always ready), so a guest that prints needs no
+//! fiber and no background task: instances without async imports can be called synchronously.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +14,9 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 use warren_core::AgentId;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi_io::bytes::Bytes;
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
 
 /// How much of one line is kept before it is emitted anyway.
 const MAX_LINE: usize = 4096;
@@ -95,6 +100,36 @@ impl IsTerminal for LogPipe {
 impl StdoutStream for LogPipe {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
         Box::new(self.clone())
+    }
+
+    /// A stream that writes in place: wasmtime-wasi's default wraps the `AsyncWrite` in a
+    /// stream with a background task, whose readiness only a running executor can report.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+/// How much a guest may write per `write` call (WASI streams allow a few KiB to 64 KiB).
+const WRITE_BUDGET: usize = 64 << 10;
+
+#[wasmtime_wasi_io::async_trait]
+impl Pollable for LogPipe {
+    /// Always ready: a write never waits.
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        LogPipe::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_BUDGET)
     }
 }
 

@@ -16,14 +16,31 @@ use warren_core::{
 };
 use wasmtime::Store;
 
-use crate::bindings::{self, Description, Plugin};
-use crate::host::{PROBE_TIMEOUT, PluginShared, StoreState, WasmHost};
+use crate::bindings::{self, Description, Plugin, sync_world, wit};
+use crate::host::{PROBE_TIMEOUT, PluginShared, Pre, StoreState, WasmHost};
+
+/// An instance's exports, called through a fiber or directly (see [`Pre`]).
+enum World {
+    Async(Plugin),
+    Sync(sync_world::Plugin),
+}
 
 struct Live {
     store: Store<StoreState>,
-    world: Plugin,
+    world: World,
     /// Set while a guest call is in flight; still set on entry means the last call was cut off.
     in_call: bool,
+}
+
+/// Calls export `$call` of the instance in `$live`, awaiting it on a fiber or calling it in place.
+macro_rules! call {
+    ($live:expr, $call:ident $(, $arg:expr)*) => {{
+        let live: &mut Live = $live;
+        match &live.world {
+            World::Async(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*).await,
+            World::Sync(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*),
+        }
+    }};
 }
 
 impl Live {
@@ -53,7 +70,10 @@ async fn instantiate(
     runtime: WeakRuntime,
 ) -> wasmtime::Result<Live> {
     let mut store = WasmHost::new_store(shared, id, runtime)?;
-    let world = shared.pre.instantiate_async(&mut store).await?;
+    let world = match &shared.pre {
+        Pre::Async(pre) => World::Async(pre.instantiate_async(&mut store).await?),
+        Pre::Sync(pre) => World::Sync(pre.instantiate(&mut store)?),
+    };
     Ok(Live {
         store,
         world,
@@ -114,11 +134,16 @@ impl WasmAgent {
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             live.arm(shared);
-            let r = live
-                .world
-                .warren_agent_agent()
-                .call_describe(&mut live.store)
-                .await;
+            let r = match &live.world {
+                World::Async(w) => w.warren_agent_agent().call_describe(&mut live.store).await,
+                World::Sync(w) => w
+                    .warren_agent_agent()
+                    .call_describe(&mut live.store)
+                    .map(|d| Description {
+                        text: d.text,
+                        handles: d.handles,
+                    }),
+            };
             r.map_err(|e| describe_trap(&e, &live))
         };
         tokio::time::timeout(PROBE_TIMEOUT, work)
@@ -141,11 +166,7 @@ impl WasmAgent {
                 })?;
             if let Some(state) = &self.last_state {
                 live.arm(&self.shared);
-                let r = live
-                    .world
-                    .warren_agent_agent()
-                    .call_load_state(&mut live.store, state)
-                    .await;
+                let r = call!(&mut live, call_load_state, state);
                 live.in_call = false;
                 match r {
                     Ok(Ok(())) => {}
@@ -227,17 +248,13 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let payload: bindings::wit::Payload = ctx.runtime().into_payload(message)?.into();
+        let payload: wit::Payload = ctx.runtime().into_payload(message)?.into();
         self.check_size(payload.data.len())?;
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
         live.store.data_mut().handling = Some(ctx.into());
-        let r = live
-            .world
-            .warren_agent_agent()
-            .call_handle(&mut live.store, ctx.is_rpc, &payload)
-            .await;
+        let r = call!(live, call_handle, ctx.is_rpc, &payload);
         live.store.data_mut().handling = None;
         live.in_call = false;
         match r {
@@ -260,11 +277,7 @@ impl Agent for WasmAgent {
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
-        let r = live
-            .world
-            .warren_agent_agent()
-            .call_save_state(&mut live.store)
-            .await;
+        let r = call!(live, call_save_state);
         live.in_call = false;
         let text = match r {
             Ok(Ok(text)) => text,
@@ -286,11 +299,7 @@ impl Agent for WasmAgent {
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
-        let r = live
-            .world
-            .warren_agent_agent()
-            .call_load_state(&mut live.store, &text)
-            .await;
+        let r = call!(live, call_load_state, &text);
         live.in_call = false;
         match r {
             Ok(Ok(())) => {

@@ -32,6 +32,12 @@ pub async fn inspect(plugin: &Path) -> u8 {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+            // How the host calls its instances (see `LoadedPlugin::is_synchronous`).
+            let calls = if p.is_synchronous() {
+                "synchronous (imports nothing that waits)"
+            } else {
+                "on a fiber (imports send, publish or files)"
+            };
             line(
                 "plugin",
                 json!({
@@ -44,9 +50,10 @@ pub async fn inspect(plugin: &Path) -> u8 {
                     "handles": p.handles,
                     "imports": p.imports,
                     "exports": p.exports,
+                    "calls": calls,
                 }),
                 format!(
-                    "plugin      {}\nagent type  {}\ndescription {}\ncomponent   {}\nsubscribes  {}\nhandles     {}\nimports     {}\nexports     {}",
+                    "plugin      {}\nagent type  {}\ndescription {}\ncomponent   {}\nsubscribes  {}\nhandles     {}\ncalls       {}\nimports     {}\nexports     {}",
                     p.manifest_path.display(),
                     m.agent_type,
                     if m.description.is_empty() {
@@ -61,6 +68,7 @@ pub async fn inspect(plugin: &Path) -> u8 {
                         subs.join(", ")
                     },
                     p.handles.join(", "),
+                    calls,
                     p.imports.join("\n            "),
                     p.exports.join("\n            "),
                 ),

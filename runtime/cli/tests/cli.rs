@@ -324,6 +324,11 @@ fn inspect_and_validate_the_example_plugins() {
         out.contains("warren:agent/host") && out.contains("warren:agent/agent"),
         "{out}"
     );
+    assert!(out.contains("calls       synchronous"), "{out}");
+    let o = warren(&["inspect", &plugin("relay")]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("calls       on a fiber"), "{out}");
     let o = warren(&["validate", &built_plugins().display().to_string()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");

@@ -3,6 +3,7 @@
 mod bad_input;
 mod conformance;
 mod interop;
+mod sync_calls;
 mod traps;
 
 use std::path::{Path, PathBuf};
