@@ -6,14 +6,14 @@
 //! static GLOBAL: warren_runtime::allocator::MiMalloc = warren_runtime::allocator::MiMalloc;
 //!
 //! fn main() {
-//!     warren_runtime::allocator::tune();
+//!     warren_runtime::allocator::tune(warren_runtime::allocator::Hosting::WasmAgents);
 //!     // ...
 //! }
 //! ```
 //!
 //! Why mimalloc: the runtime allocates per message and per agent, and glibc's free-list
 //! consolidation (`malloc_consolidate`) and arena page faults showed up in every profile.
-//! Why [`tune`]: see [`PURGE_DELAY_MS`].
+//! Why [`tune`]: see [`PURGE_DELAY_MS`] and [`Hosting`].
 
 pub use mimalloc::MiMalloc;
 
@@ -31,15 +31,62 @@ pub const PURGE_DELAY_MS: i64 = 10_000;
 /// `libmimalloc-sys` does not name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Applies Warren's allocator settings ([`PURGE_DELAY_MS`]). Call once, early in `main`; an
-/// environment variable `MIMALLOC_PURGE_DELAY` set by the operator wins.
-#[allow(unsafe_code)] // one FFI call into mimalloc
-pub fn tune() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
+/// `mi_option_allow_thp` in mimalloc's `mi_option_e` (v3, the version `libmimalloc-sys` builds by
+/// default), which `libmimalloc-sys` does not name.
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
+/// What a process mostly runs, which decides whether its heap uses transparent huge pages.
+///
+/// With huge pages, each first touch of a 2 MiB region of the heap zeroes all of it at once.
+/// Native agents are small and allocate densely, and gain from fewer TLB misses: on the
+/// benchmark VM, turning huge pages off made native instantiate_many 34% and rpc_concurrent 19%
+/// slower. Every wasm agent's `Store` takes ~18 KiB of host heap scattered over wasmtime's
+/// structures, and there huge pages cost more than they save: with them off, wasm
+/// instantiate_many ran 38% faster, state_roundtrip 75%, publish_fanout 16%, rpc_chain 19%
+/// (interleaved A/B, 4 repetitions; `runtime/bench/PERFORMANCE.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosting {
+    /// Mostly wasm agents (the `warren` command): huge pages off for this process.
+    WasmAgents,
+    /// Mostly native agents: mimalloc's default (huge pages where the kernel allows them).
+    NativeAgents,
+}
+
+/// Applies Warren's allocator settings: the purge delay ([`PURGE_DELAY_MS`]) and, for a process
+/// [`Hosting::WasmAgents`], no transparent huge pages. Call once, first thing in `main`. An
+/// operator's `MIMALLOC_PURGE_DELAY` or `MIMALLOC_ALLOW_THP` wins over the matching setting.
+#[allow(unsafe_code)] // FFI calls into mimalloc and prctl
+pub fn tune(hosting: Hosting) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: setting an option is thread-safe in mimalloc and takes effect for later purges.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
     }
-    // SAFETY: setting an option is thread-safe in mimalloc and takes effect for later purges.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
+    if hosting == Hosting::WasmAgents && std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // What `MIMALLOC_ALLOW_THP=0` does at start-up: mimalloc stops asking for huge pages for
+        // new regions, and the process opts out of them (which also covers regions mimalloc
+        // reserved before `main`).
+        // SAFETY: as above; `prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)` only sets a flag of this
+        // process and takes integer arguments.
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
+}
+
+const PR_SET_THP_DISABLE: i32 = 41;
+const PR_GET_THP_DISABLE: i32 = 42;
+
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+/// Whether this process has opted out of transparent huge pages.
+#[allow(unsafe_code)] // one prctl call
+pub fn huge_pages_disabled() -> bool {
+    // SAFETY: `PR_GET_THP_DISABLE` reads a flag of this process.
+    unsafe { prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
 }
 
 /// The purge delay in effect, in milliseconds (-1: never).
@@ -56,12 +103,83 @@ mod tests {
     #[test]
     fn tune_sets_the_purge_delay_unless_the_operator_did() {
         let before = purge_delay_ms();
-        tune();
+        tune(Hosting::NativeAgents);
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
             assert_eq!(purge_delay_ms(), before);
         } else {
             assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
         }
+    }
+
+    /// Runs this test binary again on one test, in a fresh process with `env` set, and returns
+    /// what it printed.
+    fn probe(test: &str, env: &[(&str, &str)]) -> String {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", test, "--nocapture"])
+            .env("WARREN_ALLOC_PROBE", "1")
+            .env_remove("MIMALLOC_ALLOW_THP")
+            .env_remove("MIMALLOC_PURGE_DELAY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    }
+
+    #[test]
+    fn wasm_hosts_turn_huge_pages_off_and_native_ones_keep_them() {
+        const TEST: &str =
+            "allocator::tests::wasm_hosts_turn_huge_pages_off_and_native_ones_keep_them";
+        if let Some(h) = std::env::var_os("WARREN_ALLOC_HOSTING") {
+            tune(if h == "wasm" {
+                Hosting::WasmAgents
+            } else {
+                Hosting::NativeAgents
+            });
+            // SAFETY: reading an option has no preconditions.
+            #[allow(unsafe_code)]
+            let thp = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) };
+            println!("disabled: {}, allow_thp: {thp}", huge_pages_disabled());
+            return;
+        }
+        if std::env::var_os("WARREN_ALLOC_PROBE").is_some() {
+            return;
+        }
+        let wasm = probe(TEST, &[("WARREN_ALLOC_HOSTING", "wasm")]);
+        assert!(wasm.contains("disabled: true, allow_thp: 0\n"), "{wasm}");
+        let native = probe(TEST, &[("WARREN_ALLOC_HOSTING", "native")]);
+        assert!(
+            native.contains("disabled: false, allow_thp: 1\n"),
+            "{native}"
+        );
+        // The operator's variable wins.
+        let operator = probe(
+            TEST,
+            &[
+                ("WARREN_ALLOC_HOSTING", "wasm"),
+                ("MIMALLOC_ALLOW_THP", "1"),
+            ],
+        );
+        assert!(
+            operator.contains("disabled: false, allow_thp: 1\n"),
+            "{operator}"
+        );
+    }
+
+    #[test]
+    fn option_43_is_allow_thp() {
+        // As for option 15: mimalloc reads `MIMALLOC_ALLOW_THP` into its own enum.
+        const TEST: &str = "allocator::tests::option_43_is_allow_thp";
+        if std::env::var_os("WARREN_ALLOC_PROBE").is_some() {
+            // SAFETY: reading an option has no preconditions.
+            #[allow(unsafe_code)]
+            let thp = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) };
+            println!("allow_thp: {thp}");
+            return;
+        }
+        let off = probe(TEST, &[("MIMALLOC_ALLOW_THP", "0")]);
+        assert!(off.contains("allow_thp: 0\n"), "{off}");
+        let on = probe(TEST, &[("MIMALLOC_ALLOW_THP", "1")]);
+        assert!(on.contains("allow_thp: 1\n"), "{on}");
     }
 
     #[test]
@@ -73,17 +191,10 @@ mod tests {
             println!("purge delay: {}", purge_delay_ms());
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "allocator::tests::option_15_is_the_purge_delay",
-                "--nocapture",
-            ])
-            .env("WARREN_ALLOC_PROBE", "1")
-            .env("MIMALLOC_PURGE_DELAY", "1234")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = probe(
+            "allocator::tests::option_15_is_the_purge_delay",
+            &[("MIMALLOC_PURGE_DELAY", "1234")],
+        );
         assert!(text.contains("purge delay: 1234\n"), "{text}");
     }
 }

@@ -124,8 +124,9 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "codec": variant.codec(),
         "allocator": variant.allocator(),
         "global_allocator": format!(
-            "mimalloc (purge delay {} ms)",
-            warren_runtime::allocator::purge_delay_ms()
+            "mimalloc (purge delay {} ms, transparent huge pages {})",
+            warren_runtime::allocator::purge_delay_ms(),
+            if warren_runtime::allocator::huge_pages_disabled() { "off" } else { "allowed" }
         ),
         "mailbox": "one message at a time per agent (FIFO)",
     });
