@@ -6,6 +6,10 @@
 //! (wasmtime will not re-enter it): the instance is discarded, the caller gets a typed error (the
 //! breached limit, or [`Error::Trapped`] naming the agent and the trap), and the next message
 //! builds a fresh instance and restores the last state that was saved or loaded.
+//!
+//! An instance of a plugin that imports nothing that waits is called synchronously (a plain call
+//! on the runtime's thread; see `host::Pre`); the others are awaited on a fiber, so a guest blocked
+//! in `send` suspends only itself. The time limit bounds both: an epoch deadline traps the guest.
 
 use std::sync::Arc;
 
