@@ -107,68 +107,37 @@ pub(crate) fn add_sync_io(linker: &mut Linker<StoreState>) -> wasmtime::Result<(
             )?
         },
     )?;
-    streams.func_wrap(
-        "[method]output-stream.blocking-flush",
-        |mut cx, (s,): (Out,)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once("blocking-flush", HostOutputStream::blocking_flush(table, s))?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
-    streams.func_wrap(
-        "[method]output-stream.blocking-write-and-flush",
-        |mut cx, (s, bytes): (Out, Vec<u8>)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once(
-                "blocking-write-and-flush",
-                HostOutputStream::blocking_write_and_flush(table, s, bytes),
+    // Every blocking stream method: run the host's own implementation at once, and hand the
+    // guest its `result<_, stream-error>`.
+    macro_rules! blocking {
+        ($name:literal, $call:path, ($($arg:ident),+ $(,)?): $types:ty) => {
+            streams.func_wrap(
+                concat!("[method]", $name),
+                |mut cx, ($($arg,)+): $types| {
+                    let table = &mut cx.data_mut().table;
+                    let r = at_once($name, $call(table, $($arg),+))?;
+                    Ok((lower(table, r)?,))
+                },
             )?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
-    streams.func_wrap(
-        "[method]output-stream.blocking-write-zeroes-and-flush",
-        |mut cx, (s, len): (Out, u64)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once(
-                "blocking-write-zeroes-and-flush",
-                HostOutputStream::blocking_write_zeroes_and_flush(table, s, len),
-            )?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
-    streams.func_wrap(
-        "[method]output-stream.blocking-splice",
-        |mut cx, (d, s, len): (Out, In, u64)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once(
-                "blocking-splice",
-                HostOutputStream::blocking_splice(table, d, s, len),
-            )?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
-    streams.func_wrap(
-        "[method]input-stream.blocking-read",
-        |mut cx, (s, len): (In, u64)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once(
-                "blocking-read",
-                HostInputStream::blocking_read(table, s, len),
-            )?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
-    streams.func_wrap(
-        "[method]input-stream.blocking-skip",
-        |mut cx, (s, len): (In, u64)| {
-            let table = &mut cx.data_mut().table;
-            let r = at_once(
-                "blocking-skip",
-                HostInputStream::blocking_skip(table, s, len),
-            )?;
-            Ok((lower(table, r)?,))
-        },
-    )?;
+        };
+    }
+    blocking!("output-stream.blocking-flush", HostOutputStream::blocking_flush, (s,): (Out,));
+    blocking!(
+        "output-stream.blocking-write-and-flush",
+        HostOutputStream::blocking_write_and_flush,
+        (s, bytes): (Out, Vec<u8>)
+    );
+    blocking!(
+        "output-stream.blocking-write-zeroes-and-flush",
+        HostOutputStream::blocking_write_zeroes_and_flush,
+        (s, len): (Out, u64)
+    );
+    blocking!(
+        "output-stream.blocking-splice",
+        HostOutputStream::blocking_splice,
+        (d, s, len): (Out, In, u64)
+    );
+    blocking!("input-stream.blocking-read", HostInputStream::blocking_read, (s, len): (In, u64));
+    blocking!("input-stream.blocking-skip", HostInputStream::blocking_skip, (s, len): (In, u64));
     Ok(())
 }
