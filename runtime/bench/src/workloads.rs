@@ -26,6 +26,20 @@ fn proc_kib(file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The environment variable naming a directory where instantiate_many copies
+/// `/proc/self/smaps` before and after its timed region (`smaps-before`, `smaps-after`), to see
+/// which mappings the new agents grew.
+pub const SMAPS_DIR: &str = "WARREN_BENCH_SMAPS";
+
+fn dump_smaps(when: &str) {
+    if let Some(dir) = std::env::var_os(SMAPS_DIR) {
+        let to = std::path::Path::new(&dir).join(format!("smaps-{when}"));
+        if let Err(e) = std::fs::copy("/proc/self/smaps", &to) {
+            eprintln!("cannot write {}: {e}", to.display());
+        }
+    }
+}
+
 fn rss_kib() -> u64 {
     proc_status_kib("VmRSS:")
 }
@@ -294,6 +308,7 @@ async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Res
         .await?;
     let before = rss_kib();
     let pss_before = pss_kib();
+    dump_smaps("before");
     let t = Timer::start();
     for i in 0..n as i64 {
         let r: Touched = rt.send(Touch { i }, &id("lazy", i)).await?;
@@ -302,6 +317,7 @@ async fn instantiate_many(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Res
     let (seconds, cpu) = t.stop();
     let after = rss_kib();
     let pss_after = pss_kib();
+    dump_smaps("after");
     let live = rt.live_agents() as u64;
     ensure!(live == n + 1, "agents_live {live} != {}", n + 1);
     Ok(Record {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod conformance;
+mod footprint;
 mod interop;
 mod sync_calls;
 mod traps;
