@@ -41,12 +41,19 @@ pub fn bare_name_is(full: &str, name: &str) -> bool {
 /// Characters that end a path segment inside a type name (generics, tuples, slices, references).
 const SEPARATORS: [char; 10] = ['<', '>', ',', ' ', '(', ')', '[', ']', ';', '&'];
 
-/// [`SEPARATORS`] as a bit set over ASCII.
-const SEPARATOR_BITS: u128 = {
-    let mut bits = 0u128;
+/// The lowest byte [`SEPARATORS`] holds (`' '`); every separator is below `FIRST + 64`.
+const FIRST: u8 = b' ';
+
+/// [`SEPARATORS`] as a 64-bit set over the bytes `FIRST..FIRST + 64`. 64 bits, not 128: on
+/// wasm32 (the guest SDK) a 128-bit shift is a call into compiler-rt (`__lshrti3`), which was 3%
+/// of a wasm relay chain.
+const SEPARATOR_BITS: u64 = {
+    let mut bits = 0u64;
     let mut i = 0;
     while i < SEPARATORS.len() {
-        bits |= 1 << SEPARATORS[i] as u32;
+        let b = SEPARATORS[i] as u32 - FIRST as u32;
+        assert!(b < 64, "separators fit the 64-bit set");
+        bits |= 1 << b;
         i += 1;
     }
     bits
@@ -55,7 +62,8 @@ const SEPARATOR_BITS: u128 = {
 /// Whether a byte of a type name is one of the [`SEPARATORS`] (all ASCII, so a byte scan finds
 /// them; several times faster than a `char` pattern, and this runs on every message).
 fn is_separator(b: u8) -> bool {
-    b < 128 && SEPARATOR_BITS & (1 << b) != 0
+    let i = b.wrapping_sub(FIRST);
+    i < 64 && SEPARATOR_BITS & (1 << i) != 0
 }
 
 #[cfg(test)]
