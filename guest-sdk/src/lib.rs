@@ -40,7 +40,6 @@
 extern crate self as warren_guest;
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::cell::RefCell;
 
 use serde::Serialize;
@@ -69,20 +68,20 @@ pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, Top
 /// means JSON; `Some("application/json")` is accepted too).
 pub const JSON: &str = "application/json";
 
-use warren_typename::bare_name;
 /// The bare name of a Rust type (`my::mod::WorkRequest` → `WorkRequest`), which is the message
 /// type name on the wire; the host names messages with the same function.
 pub use warren_typename::bare_type_name;
+use warren_typename::static_bare_name;
 
 /// The message type name of `T`.
 pub fn type_name_of<T: ?Sized>() -> String {
-    type_name_ref::<T>().into_owned()
+    type_name_ref::<T>().to_owned()
 }
 
-/// The message type name of `T`, borrowed from `std::any::type_name` unless `T` is generic (or a
-/// tuple, slice, reference...): checking a payload's type then needs no allocation.
-fn type_name_ref<T: ?Sized>() -> Cow<'static, str> {
-    bare_name(std::any::type_name::<T>())
+/// The message type name of `T`, computed once per type (see `static_bare_name`): naming the
+/// messages a handler sends and the responses it decodes needs no scan and no allocation.
+fn type_name_ref<T: ?Sized>() -> &'static str {
+    static_bare_name(std::any::type_name::<T>())
 }
 
 impl AgentId {
@@ -142,7 +141,7 @@ fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payl
 /// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
 /// `serde_json::Value`, which accepts anything).
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
-    decode_as(p, &type_name_ref::<T>())
+    decode_as(p, type_name_ref::<T>())
 }
 
 /// [`decode`] with `T`'s type name already computed.
@@ -636,9 +635,9 @@ mod tests {
 
     #[test]
     fn type_names_are_bare_and_borrowed_for_plain_paths() {
-        assert!(matches!(type_name_ref::<Ping>(), Cow::Borrowed("Ping")));
-        assert!(matches!(type_name_ref::<i64>(), Cow::Borrowed("i64")));
-        assert!(matches!(type_name_ref::<str>(), Cow::Borrowed("str")));
+        assert_eq!(type_name_ref::<Ping>(), "Ping");
+        assert_eq!(type_name_ref::<i64>(), "i64");
+        assert_eq!(type_name_ref::<str>(), "str");
         for (name, expected) in [
             (type_name_of::<Vec<Ping>>(), "Vec<Ping>"),
             (type_name_of::<(Ping, i64)>(), "(Ping, i64)"),

@@ -6,6 +6,9 @@
 //! with this crate, so the two sides always agree. No dependencies.
 
 use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>`.
@@ -31,6 +34,47 @@ pub fn bare_name(full: &str) -> Cow<'_, str> {
     }
     out.push_str(&full[segment_start..]);
     Cow::Owned(out)
+}
+
+/// [`bare_name`] of a `'static` type name (what `std::any::type_name` returns), remembered: the
+/// name is scanned once per type and thread, then found in a small per-thread cache keyed by the
+/// name's address and length. Every message crossing into or out of a wasm agent is named, and
+/// the scan (with `rsplit`) was 4% of a wasm publish delivery. The bare name of a generic, tuple
+/// or reference type is built once and kept for the life of the process (one per distinct type).
+pub fn static_bare_name(full: &'static str) -> &'static str {
+    const SLOTS: usize = 64;
+    thread_local! {
+        static CACHE: [Cell<(usize, usize, &'static str)>; SLOTS] =
+            const { [const { Cell::new((0, 0, "")) }; SLOTS] };
+    }
+    let key = (full.as_ptr() as usize, full.len());
+    let slot = ((key.0 >> 3) ^ key.1) % SLOTS;
+    if let Ok(Some(hit)) = CACHE.try_with(|c| {
+        let (ptr, len, bare) = c[slot].get();
+        ((ptr, len) == key).then_some(bare)
+    }) {
+        return hit;
+    }
+    let bare = match bare_name(full) {
+        Cow::Borrowed(b) => b,
+        Cow::Owned(o) => intern(o),
+    };
+    // A thread being torn down has no cache; the name is still right.
+    let _ = CACHE.try_with(|c| c[slot].set((key.0, key.1, bare)));
+    bare
+}
+
+/// One `'static` copy per distinct built name (bounded by the program's message types).
+fn intern(name: String) -> &'static str {
+    static NAMES: Mutex<Option<HashMap<String, &'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let names = names.get_or_insert_with(HashMap::new);
+    if let Some(known) = names.get(&name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+    names.insert(name, leaked);
+    leaked
 }
 
 /// Whether the bare name of the Rust type `full` is `name` (no allocation for a plain path).
@@ -95,6 +139,38 @@ mod tests {
         for b in 0..=255u8 {
             assert_eq!(is_separator(b), SEPARATORS.contains(&(b as char)), "{b}");
         }
+    }
+
+    #[test]
+    fn static_names_are_cached_per_type_and_agree_with_the_scan() {
+        fn name_of<T: ?Sized>() -> &'static str {
+            static_bare_name(std::any::type_name::<T>())
+        }
+        struct Ping;
+        for _ in 0..2 {
+            // The second round is answered from the cache.
+            assert_eq!(name_of::<Ping>(), "Ping");
+            assert_eq!(name_of::<Vec<Ping>>(), "Vec<Ping>");
+            assert_eq!(name_of::<(Ping, i64)>(), "(Ping, i64)");
+            assert_eq!(name_of::<&str>(), "&str");
+        }
+        // Built names are interned: one copy per type, the same pointer every time.
+        assert!(std::ptr::eq(name_of::<Vec<Ping>>(), name_of::<Vec<Ping>>()));
+        // Names that collide in the cache (same slot) still get their own bare names: more
+        // distinct names than slots, asked twice each.
+        let names: Vec<&'static str> = (0..200)
+            .map(|i| &*Box::leak(format!("m{i}::T{i}").into_boxed_str()))
+            .collect();
+        for round in 0..2 {
+            for (i, full) in names.iter().enumerate() {
+                assert_eq!(static_bare_name(full), format!("T{i}"), "round {round}");
+            }
+        }
+        // A prefix of a longer name at the same address is a different key.
+        let long: &'static str = "a::B<c::D>";
+        assert_eq!(static_bare_name(long), "B<D>");
+        assert_eq!(static_bare_name(&long[..4]), "B");
+        assert_eq!(static_bare_name(long), "B<D>");
     }
 
     #[test]

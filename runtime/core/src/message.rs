@@ -89,14 +89,14 @@ fn encode_json<T: Serialize + 'static>(
     serde_json::to_vec(v)
 }
 
-use warren_typename::bare_name_is;
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>` (shared with the guest SDK, so both sides name alike).
 pub use warren_typename::bare_type_name;
+use warren_typename::static_bare_name;
 
 /// The message type name Warren uses for `T` (see [`bare_type_name`]).
 pub fn type_name_of<T: ?Sized>() -> String {
-    bare_type_name(std::any::type_name::<T>())
+    static_bare_name(std::any::type_name::<T>()).to_owned()
 }
 
 impl Message {
@@ -153,7 +153,7 @@ impl Message {
     pub fn type_name(&self) -> String {
         match &self.repr {
             Repr::Empty => "()".to_owned(),
-            Repr::Native { rust_name, .. } => bare_type_name(rust_name),
+            Repr::Native { rust_name, .. } => static_bare_name(rust_name).to_owned(),
             Repr::Payload(p) => p.type_name.clone(),
         }
     }
@@ -162,7 +162,7 @@ impl Message {
     pub fn has_type_name(&self, name: &str) -> bool {
         match &self.repr {
             Repr::Empty => name == "()",
-            Repr::Native { rust_name, .. } => bare_name_is(rust_name, name),
+            Repr::Native { rust_name, .. } => static_bare_name(rust_name) == name,
             Repr::Payload(p) => p.type_name == name,
         }
     }
@@ -231,7 +231,7 @@ impl Message {
                 }),
             },
             Repr::Payload(p) => {
-                if !bare_name_is(std::any::type_name::<T>(), &p.type_name) {
+                if static_bare_name(std::any::type_name::<T>()) != p.type_name {
                     return Err(Error::UnexpectedResponse {
                         expected: expected(),
                         actual: p.type_name.clone(),
@@ -267,7 +267,7 @@ impl Message {
                 rust_name,
                 encode,
             } => {
-                let type_name = bare_type_name(rust_name);
+                let type_name = static_bare_name(rust_name).to_owned();
                 if let Some(reg) = registry
                     && let Some(s) = reg.by_rust_type(&**value)
                 {

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Instructions per operation of a Warren workload, counted by valgrind's callgrind.
+
+Wall-clock figures on a shared VM swing 2-3x between runs; instruction counts do not. This runs a
+workload twice under `valgrind --tool=callgrind` with two sizes and divides the difference of the
+totals by the difference of the sizes, so setup (engine, pool, compile cache) cancels out and what
+is left is the cost of one operation (one round trip, one publish to 100 subscribers, one 10-hop
+chain request, one new agent). Use it to A/B a change: same command before and after.
+
+    python3 runtime/bench/instructions.py                          # rpc_roundtrip, wasm
+    python3 runtime/bench/instructions.py --workload publish_fanout --variant native
+    python3 runtime/bench/instructions.py --components /tmp/old-guests   # other guest builds
+
+Needs valgrind (Debian: `apt-get install valgrind`). Run it twice after rebuilding guests: the first
+run after a change compiles the component under valgrind (the compile cache is then warm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SIZES = {"rpc_roundtrip": (10000, 30000), "rpc_concurrent": (10000, 30000),
+         "publish_fanout": (500, 1500), "instantiate_many": (2000, 6000),
+         "rpc_chain": (1000, 3000), "state_roundtrip": (2000, 6000)}
+
+
+def instructions(bench: Path, workload: str, variant: str, n: int, components: Path) -> int:
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(bench), "--child",
+           "--workload", workload, "--variant", variant, "--n", str(n), "--components", str(components)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if not m:
+        sys.exit(f"no callgrind total in:\n{out.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="rpc_roundtrip", choices=sorted(SIZES))
+    ap.add_argument("--variant", default="wasm", choices=["wasm", "native"])
+    ap.add_argument("--components", type=Path, default=ROOT / "target/guests/wasm32-wasip2/guest")
+    ap.add_argument("--bench", type=Path, default=ROOT / "target/release/warren-bench")
+    args = ap.parse_args()
+    small, large = SIZES[args.workload]
+    a = instructions(args.bench, args.workload, args.variant, small, args.components)
+    b = instructions(args.bench, args.workload, args.variant, large, args.components)
+    print(f"{args.workload} {args.variant}: {(b - a) / (large - small):,.0f} instructions per operation "
+          f"(callgrind, n={small} and n={large})")
+
+
+if __name__ == "__main__":
+    main()
