@@ -61,8 +61,8 @@ pub mod bindings {
 use bindings::exports::warren::agent::agent::Description;
 use bindings::warren::agent::host;
 pub use bindings::warren::agent::host::Level;
-use bindings::warren::agent::types::MessageContext;
 pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, TopicId};
+use bindings::warren::agent::types::{Message, MessageContext, MessageType};
 
 /// The content type of every payload this SDK produces (sent as `content_type: None`, which
 /// means JSON; `Some("application/json")` is accepted too).
@@ -141,27 +141,31 @@ fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payl
 /// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
 /// `serde_json::Value`, which accepts anything).
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
-    decode_as(p, type_name_ref::<T>())
-}
-
-/// [`decode`] with `T`'s type name already computed.
-fn decode_as<T: DeserializeOwned>(p: &Payload, expected: &str) -> Result<T, Error> {
+    let expected = type_name_ref::<T>();
     if p.type_name != expected && expected != "Value" {
         return Err(Error::Other(format!(
             "expected a `{expected}`, got a `{}`",
             p.type_name
         )));
     }
-    if let Some(ct) = &p.content_type
+    decode_data(&p.type_name, p.content_type.as_deref(), &p.data)
+}
+
+/// Decodes the JSON `data` of a message of type `type_name` (already matched) into `T`.
+fn decode_data<T: DeserializeOwned>(
+    type_name: &str,
+    content_type: Option<&str>,
+    data: &[u8],
+) -> Result<T, Error> {
+    if let Some(ct) = content_type
         && ct != JSON
     {
         return Err(Error::Other(format!(
-            "cannot decode `{}` from {ct}: only {JSON} is supported",
-            p.type_name
+            "cannot decode `{type_name}` from {ct}: only {JSON} is supported"
         )));
     }
-    serde_json::from_slice(&p.data)
-        .map_err(|e| Error::Other(format!("cannot decode `{}`: {e}", p.type_name)))
+    serde_json::from_slice(data)
+        .map_err(|e| Error::Other(format!("cannot decode `{type_name}`: {e}")))
 }
 
 /// Sends `message` to `recipient` as this agent and decodes its response as `R`.
@@ -307,15 +311,20 @@ enum Kind {
 enum Outcome {
     /// The predicate declined; try the next handler.
     Declined,
-    Done(Result<Option<Payload>, Error>),
+    /// The handler ran: its response encoded (none for no value), or its error.
+    Done(Result<Option<Vec<u8>>, Error>),
 }
 
-type Call<A> = Box<dyn Fn(&mut A, &Payload, &Context) -> Outcome>;
+/// A typed handler: decodes the message's data, checks the predicate, runs, encodes the response.
+type Call<A> = Box<dyn Fn(&mut A, Option<&str>, &[u8], &Context) -> Outcome>;
 type Fallback<A> = Box<dyn Fn(&mut A, Payload, &Context) -> Result<Option<Payload>, Error>>;
 type Pred = Box<dyn Fn(&dyn Any, &Context) -> bool>;
 
 struct Route<A> {
-    type_name: String,
+    /// The handled message type, an index into [`Handlers::types`].
+    message_type: u32,
+    /// The response type (an index into [`Handlers::types`]); none for a handler answering `()`.
+    response_type: Option<u32>,
     kind: Kind,
     call: Call<A>,
 }
@@ -324,12 +333,19 @@ struct Route<A> {
 pub struct Handlers<A> {
     routes: Vec<Route<A>>,
     fallback: Option<Fallback<A>>,
+    /// Every type name a handler takes or answers with, each once: the table `describe` gives
+    /// the host, so messages of these types cross the boundary as an index instead of a name.
+    types: Vec<String>,
 }
 
 impl<A> std::fmt::Debug for Handlers<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.routes.iter().map(|r| (&r.type_name, r.kind)))
+            .entries(
+                self.routes
+                    .iter()
+                    .map(|r| (&self.types[r.message_type as usize], r.kind)),
+            )
             .finish()
     }
 }
@@ -368,11 +384,9 @@ impl<A: 'static> Handlers<A> {
         let pred: std::rc::Rc<RefCell<Option<Pred>>> = Default::default();
         let p = pred.clone();
         let unit = std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>();
-        let type_name = type_name_of::<T>();
-        let response_type = type_name_of::<R>();
-        let expected = type_name.clone();
-        let call: Call<A> = Box::new(move |agent, payload, ctx| {
-            let value: T = match decode_as(payload, &expected) {
+        let type_name = type_name_ref::<T>();
+        let call: Call<A> = Box::new(move |agent, content_type, data, ctx| {
+            let value: T = match decode_data(type_name, content_type, data) {
                 Ok(v) => v,
                 Err(e) => return Outcome::Done(Err(e)),
             };
@@ -383,12 +397,15 @@ impl<A: 'static> Handlers<A> {
             }
             Outcome::Done(match f(agent, value, ctx) {
                 Ok(_) if unit => Ok(None),
-                Ok(r) => encode_as(&r, response_type.clone()).map(Some),
+                Ok(r) => serde_json::to_vec(&r).map(Some).map_err(Error::from),
                 Err(e) => Err(e),
             })
         });
+        let message_type = self.declare(type_name);
+        let response_type = (!unit).then(|| self.declare(type_name_ref::<R>()));
         self.routes.push(Route {
-            type_name,
+            message_type,
+            response_type,
             kind,
             call,
         });
@@ -447,8 +464,9 @@ impl<A: 'static> Handlers<A> {
     pub fn handled_types(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         for r in &self.routes {
-            if !v.contains(&r.type_name) {
-                v.push(r.type_name.clone());
+            let name = &self.types[r.message_type as usize];
+            if !v.contains(name) {
+                v.push(name.clone());
             }
         }
         v
@@ -458,30 +476,107 @@ impl<A: 'static> Handlers<A> {
         Self {
             routes: Vec::new(),
             fallback: None,
+            types: Vec::new(),
         }
     }
 
+    /// The index of `name` in the type table, added if new.
+    fn declare(&mut self, name: &str) -> u32 {
+        let i = match self.types.iter().position(|t| t == name) {
+            Some(i) => i,
+            None => {
+                self.types.push(name.to_owned());
+                self.types.len() - 1
+            }
+        };
+        u32::try_from(i).expect("fewer than 2^32 message types")
+    }
+
+    /// The type as the wire carries it: its index when it is in the table.
+    fn message_type(&self, name: String) -> MessageType {
+        match self.types.iter().position(|t| *t == name) {
+            Some(i) => MessageType::Declared(i as u32),
+            None => MessageType::Named(name),
+        }
+    }
+
+    /// The type's name; an index outside the table is the caller's error.
+    fn type_name<'a>(&'a self, t: &'a MessageType) -> Result<&'a str, Error> {
+        match t {
+            MessageType::Declared(i) => {
+                self.types
+                    .get(*i as usize)
+                    .map(String::as_str)
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "message type index {i} is not in this agent's table of {} types",
+                            self.types.len()
+                        ))
+                    })
+            }
+            MessageType::Named(name) => Ok(name),
+        }
+    }
+
+    /// A payload as `handle` receives it (the type interned if it is in the table).
+    fn to_message(&self, p: Payload) -> Message {
+        Message {
+            message_type: self.message_type(p.type_name),
+            content_type: p.content_type,
+            data: p.data,
+        }
+    }
+
+    /// A message as a payload, its type by name.
+    fn to_payload(&self, m: Message) -> Result<Payload, Error> {
+        Ok(Payload {
+            type_name: match m.message_type {
+                MessageType::Named(name) => name,
+                declared => self.type_name(&declared)?.to_owned(),
+            },
+            content_type: m.content_type,
+            data: m.data,
+        })
+    }
+
+    /// Runs the first handler that takes `message` (by type, kind and predicate), else the
+    /// fallback. Typed handlers match by index, so no type name is compared or copied.
     fn dispatch(
         &self,
         agent: &mut A,
-        payload: Payload,
+        message: Message,
         ctx: &Context,
-    ) -> Result<Option<Payload>, Error> {
-        for r in &self.routes {
-            match r.kind {
-                Kind::Rpc if !ctx.is_rpc => continue,
-                Kind::Event if ctx.is_rpc => continue,
-                _ => {}
-            }
-            if r.type_name != payload.type_name {
-                continue;
-            }
-            if let Outcome::Done(result) = (r.call)(agent, &payload, ctx) {
-                return result;
+    ) -> Result<Option<Message>, Error> {
+        let index = match &message.message_type {
+            MessageType::Declared(i) => Some(*i),
+            MessageType::Named(name) => self.types.iter().position(|t| t == name).map(|i| i as u32),
+        };
+        if let Some(index) = index {
+            for r in &self.routes {
+                match r.kind {
+                    Kind::Rpc if !ctx.is_rpc => continue,
+                    Kind::Event if ctx.is_rpc => continue,
+                    _ => {}
+                }
+                if r.message_type != index {
+                    continue;
+                }
+                let ct = message.content_type.as_deref();
+                if let Outcome::Done(result) = (r.call)(agent, ct, &message.data, ctx) {
+                    return result.map(|data| {
+                        data.map(|data| Message {
+                            // A response route always has a response type.
+                            message_type: MessageType::Declared(r.response_type.unwrap_or(index)),
+                            content_type: None,
+                            data,
+                        })
+                    });
+                }
             }
         }
+        let payload = self.to_payload(message)?;
         match &self.fallback {
-            Some(f) => f(agent, payload, ctx),
+            Some(f) => Ok(f(agent, payload, ctx)?.map(|p| self.to_message(p))),
             None => Err(Error::CannotHandle(payload.type_name)),
         }
     }
@@ -493,6 +588,8 @@ pub mod __private {
     use super::*;
 
     pub use wit_bindgen;
+
+    pub use crate::bindings::warren::agent::types::Message;
 
     struct Live<A> {
         agent: A,
@@ -520,7 +617,7 @@ pub mod __private {
         })
     }
 
-    pub fn handle<A: Agent>(is_rpc: bool, message: Payload) -> Result<Option<Payload>, Error> {
+    pub fn handle<A: Agent>(is_rpc: bool, message: Message) -> Result<Option<Message>, Error> {
         let ctx = Context::new(is_rpc);
         with_live::<A, _>(|live| live.handlers.dispatch(&mut live.agent, message, &ctx))
     }
@@ -539,6 +636,7 @@ pub mod __private {
         Description {
             text: A::description(),
             handles: with_live::<A, _>(|live| live.handlers.handled_types()),
+            types: with_live::<A, _>(|live| live.handlers.types.clone()),
         }
     }
 }
@@ -553,9 +651,11 @@ macro_rules! export_agent {
             impl $crate::bindings::exports::warren::agent::agent::Guest for __WarrenAgent {
                 fn handle(
                     is_rpc: bool,
-                    message: $crate::Payload,
-                ) -> ::core::result::Result<::core::option::Option<$crate::Payload>, $crate::Error>
-                {
+                    message: $crate::__private::Message,
+                ) -> ::core::result::Result<
+                    ::core::option::Option<$crate::__private::Message>,
+                    $crate::Error,
+                > {
                     $crate::__private::handle::<$agent>(is_rpc, message)
                 }
                 fn save_state()
@@ -573,9 +673,9 @@ macro_rules! export_agent {
             }
             // Only a wasm build exports the symbols; a host build (clippy, unit tests) type-checks
             // the glue without them, since export names like `warren:agent/agent@0.1.0#handle`
-            // are not valid symbol names in a native shared library.
+    // are not valid symbol names in a native shared library.
             #[cfg(target_arch = "wasm32")]
-    $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
+            $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
         };
     };
 }
@@ -652,27 +752,102 @@ mod tests {
         }
     }
 
+    /// Runs a payload through the table as `handle` would get it (interned when declared).
+    fn run(
+        h: &Handlers<Tester>,
+        a: &mut Tester,
+        p: Payload,
+        rpc: bool,
+    ) -> Result<Option<Payload>, Error> {
+        let m = h.to_message(p);
+        h.dispatch(a, m, &ctx(rpc))
+            .map(|r| r.map(|m| h.to_payload(m).unwrap()))
+    }
+
     #[test]
     fn routes_by_type_kind_and_predicate_in_declaration_order() {
         let mut h = Handlers::new();
         Tester::handlers(&mut h);
         let mut a = Tester::default();
-        let r = h
-            .dispatch(&mut a, encode(&Ping { i: 1 }).unwrap(), &ctx(true))
+        let r = run(&h, &mut a, encode(&Ping { i: 1 }).unwrap(), true)
             .unwrap()
             .unwrap();
         assert_eq!(decode::<i64>(&r).unwrap(), 2);
-        let r = h
-            .dispatch(&mut a, encode(&Ping { i: 500 }).unwrap(), &ctx(true))
+        let r = run(&h, &mut a, encode(&Ping { i: 500 }).unwrap(), true)
             .unwrap()
             .unwrap();
         assert_eq!(decode::<i64>(&r).unwrap(), 5000);
-        let r = h
-            .dispatch(&mut a, encode(&Ping { i: 2 }).unwrap(), &ctx(false))
-            .unwrap();
+        let r = run(&h, &mut a, encode(&Ping { i: 2 }).unwrap(), false).unwrap();
         assert!(r.is_none(), "an event handler returns no payload");
         assert_eq!(a.seen, ["rpc 1", "big 500", "event 2"]);
         assert_eq!(h.handled_types(), ["Ping"]);
+    }
+
+    #[test]
+    fn declared_types_travel_as_indices_both_ways() {
+        let mut h = Handlers::new();
+        Tester::handlers(&mut h);
+        // What the handlers take and answer with, each once, in declaration order.
+        assert_eq!(h.types, ["Ping", "i64"]);
+        let mut a = Tester::default();
+        let m = h.to_message(encode(&Ping { i: 4 }).unwrap());
+        assert!(matches!(m.message_type, MessageType::Declared(0)));
+        let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+        assert!(
+            matches!(r.message_type, MessageType::Declared(1)),
+            "the answer is interned too"
+        );
+        assert_eq!(r.data, b"5");
+        // A declared type sent by name (a host that does not intern) reaches the same handler.
+        let named = Message {
+            message_type: MessageType::Named("Ping".into()),
+            content_type: None,
+            data: b"{\"i\":6}".to_vec(),
+        };
+        let r = h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap();
+        assert_eq!(r.data, b"7");
+        // An index outside the table is a typed error naming it, not a panic.
+        let bad = Message {
+            message_type: MessageType::Declared(9),
+            content_type: None,
+            data: b"{}".to_vec(),
+        };
+        let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("index 9")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_fallback_sees_names_and_its_answers_are_interned_when_declared() {
+        #[derive(Default, Serialize, Deserialize)]
+        struct Fwd;
+        impl Agent for Fwd {
+            fn handlers(h: &mut Handlers<Self>) {
+                h.rpc(|_: &mut Fwd, m: Ping, _| Ok::<_, Error>(m.i));
+                h.fallback(|_: &mut Fwd, p: Payload, _| Ok(Some(p)));
+            }
+        }
+        let mut h = Handlers::new();
+        Fwd::handlers(&mut h);
+        let mut a = Fwd;
+        // An undeclared type reaches the fallback by name and goes back by name.
+        let p = encode("text").unwrap();
+        let r = h
+            .dispatch(&mut a, h.to_message(p.clone()), &ctx(true))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(r.message_type, MessageType::Named(ref n) if n == "str"));
+        assert_eq!(format!("{:?}", h.to_payload(r).unwrap()), format!("{p:?}"));
+        // An event of a declared type (the route is rpc-only) falls back with its name restored.
+        let p = encode(&Ping { i: 1 }).unwrap();
+        let r = h
+            .dispatch(&mut a, h.to_message(p.clone()), &ctx(false))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(r.message_type, MessageType::Declared(0)));
+        assert_eq!(format!("{:?}", h.to_payload(r).unwrap()), format!("{p:?}"));
     }
 
     #[test]
@@ -680,9 +855,7 @@ mod tests {
         let mut h = Handlers::new();
         Tester::handlers(&mut h);
         let mut a = Tester::default();
-        let e = h
-            .dispatch(&mut a, encode("text").unwrap(), &ctx(true))
-            .unwrap_err();
+        let e = run(&h, &mut a, encode("text").unwrap(), true).unwrap_err();
         assert!(
             matches!(e, Error::CannotHandle(ref t) if t == "str"),
             "{e:?}"
@@ -692,7 +865,7 @@ mod tests {
             content_type: None,
             data: b"{}".to_vec(),
         };
-        let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
+        let e = run(&h, &mut a, bad, true).unwrap_err();
         assert!(
             matches!(e, Error::Other(ref m) if m.contains("missing field `i`")),
             "{e:?}"

@@ -61,6 +61,55 @@ impl From<warren_core::Payload> for wit::Payload {
     }
 }
 
+/// A payload as `handle` takes it: a type the component declared travels as its index in `types`
+/// (no string copied into the guest, none compared there). Returns the type name too, for
+/// errors: borrowed from the table when declared, else moved out of the message.
+pub(crate) fn to_wit_message(
+    p: warren_core::Payload,
+    types: &[String],
+) -> (wit::Message, std::borrow::Cow<'_, str>) {
+    let (message_type, name) = match types.iter().position(|t| *t == p.type_name) {
+        Some(i) => (
+            wit::MessageType::Declared(i as u32),
+            std::borrow::Cow::Borrowed(types[i].as_str()),
+        ),
+        None => (
+            wit::MessageType::Named(p.type_name.clone()),
+            std::borrow::Cow::Owned(p.type_name),
+        ),
+    };
+    let message = wit::Message {
+        message_type,
+        content_type: (p.content_type != warren_core::JSON).then(|| p.content_type.into_owned()),
+        data: p.data,
+    };
+    (message, name)
+}
+
+/// A message `handle` answered with, as a payload. An index outside the declared table is the
+/// guest's error (`other`).
+pub(crate) fn from_wit_message(
+    m: wit::Message,
+    types: &[String],
+) -> Result<warren_core::Payload, wit::Error> {
+    let type_name = match m.message_type {
+        wit::MessageType::Named(name) => name,
+        wit::MessageType::Declared(i) => types.get(i as usize).cloned().ok_or_else(|| {
+            wit::Error::Other(format!(
+                "answered with message type index {i}, but the component declared {} types",
+                types.len()
+            ))
+        })?,
+    };
+    Ok(warren_core::Payload {
+        type_name,
+        content_type: m
+            .content_type
+            .map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into),
+        data: m.data,
+    })
+}
+
 impl From<&warren_core::AgentId> for wit::AgentId {
     fn from(a: &warren_core::AgentId) -> Self {
         Self {
@@ -318,6 +367,40 @@ mod tests {
         let w: wit::Payload = custom.clone().into();
         assert_eq!(w.content_type.as_deref(), Some("application/x-protobuf"));
         assert_eq!(warren_core::Payload::from(w), custom);
+    }
+
+    #[test]
+    fn declared_types_cross_as_indices_and_others_by_name() {
+        let types = vec!["Ping".to_owned(), "Pong".to_owned()];
+        let (m, name) = to_wit_message(warren_core::Payload::json("Pong", b"{}".to_vec()), &types);
+        assert!(matches!(m.message_type, wit::MessageType::Declared(1)));
+        assert!(matches!(name, std::borrow::Cow::Borrowed("Pong")));
+        assert_eq!(m.content_type, None);
+        let back = from_wit_message(m, &types).unwrap();
+        assert_eq!(back, warren_core::Payload::json("Pong", b"{}".to_vec()));
+
+        let custom = warren_core::Payload {
+            type_name: "Blob".into(),
+            content_type: "application/x-protobuf".into(),
+            data: vec![1, 2],
+        };
+        let (m, name) = to_wit_message(custom.clone(), &types);
+        assert!(matches!(m.message_type, wit::MessageType::Named(ref n) if n == "Blob"));
+        assert_eq!(name, "Blob");
+        assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
+        assert_eq!(from_wit_message(m, &types).unwrap(), custom);
+
+        // A component answering with an index it never declared gets a typed error naming it.
+        let bad = wit::Message {
+            message_type: wit::MessageType::Declared(7),
+            content_type: None,
+            data: vec![],
+        };
+        let e = from_wit_message(bad, &types).unwrap_err();
+        assert!(
+            matches!(e, wit::Error::Other(ref m) if m.contains("index 7")),
+            "{e:?}"
+        );
     }
 
     #[test]

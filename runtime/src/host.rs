@@ -405,6 +405,12 @@ impl LoadedPlugin {
         &self.shared.limits
     }
 
+    /// The message type names its component declared for `handle`: messages of these types
+    /// cross the boundary as an index into this table (both ways), others by name.
+    pub fn declared_types(&self) -> &[String] {
+        self.shared.types()
+    }
+
     /// Whether its instances are called synchronously: true when the component imports nothing
     /// that can wait (neither `send` nor `publish`, no files or sockets). Such an instance runs
     /// on the caller's stack instead of a fiber, and keeps no fiber stack while it is live.
@@ -464,6 +470,16 @@ pub(crate) struct PluginShared {
     /// Live agents of this type, and of the whole tenant (with the tenant's quota).
     pub(crate) live: std::sync::atomic::AtomicUsize,
     pub(crate) tenant_live: Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>,
+    /// The type names the component declared (`description.types`, read from the probe
+    /// instance): `handle` passes and answers these types as indices into this table.
+    pub(crate) types: std::sync::OnceLock<Vec<String>>,
+}
+
+impl PluginShared {
+    /// The declared type table (empty before the probe has described the component).
+    pub(crate) fn types(&self) -> &[String] {
+        self.types.get().map_or(&[], Vec::as_slice)
+    }
 }
 
 impl PluginShared {
@@ -686,6 +702,7 @@ impl WasmHost {
             dir: manifest_path.parent().unwrap_or(Path::new(".")).to_owned(),
             live: Default::default(),
             tenant_live,
+            types: Default::default(),
         });
         // A probe instance: proves the component starts, and asks what it handles.
         let probe_id = warren_core::AgentId::from_parts(manifest.agent_type(), "warren-probe");
@@ -695,6 +712,8 @@ impl WasmHost {
                 cause,
             }
         })?;
+        // Every instance of one component declares the same table: take it from the probe.
+        let _ = shared.types.set(described.types);
         for t in &manifest.agent.handles {
             if !described.handles.contains(t) {
                 return Err(PluginError::MissingHandler {

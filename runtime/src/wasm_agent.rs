@@ -20,7 +20,7 @@ use warren_core::{
 };
 use wasmtime::Store;
 
-use crate::bindings::{self, Description, Plugin, sync_world, wit};
+use crate::bindings::{self, Description, Plugin, sync_world};
 use crate::host::{PROBE_TIMEOUT, PluginShared, Pre, StoreState, WasmHost};
 
 /// An instance's exports, called through a fiber or directly (see [`Pre`]).
@@ -146,6 +146,7 @@ impl WasmAgent {
                     .map(|d| Description {
                         text: d.text,
                         handles: d.handles,
+                        types: d.types,
                     }),
             };
             r.map_err(|e| describe_trap(&e, &live))
@@ -252,23 +253,30 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let payload: wit::Payload = ctx.runtime().into_payload(message)?.into();
+        let payload = ctx.runtime().into_payload(message)?;
         self.check_size(payload.data.len())?;
         let shared = self.shared.clone();
+        let (message, type_name) = bindings::to_wit_message(payload, shared.types());
         let live = self.live().await?;
         live.arm(&shared);
         live.store.data_mut().handling = Some(ctx.into());
-        let r = call!(live, call_handle, ctx.is_rpc, &payload);
+        let r = call!(live, call_handle, ctx.is_rpc, &message);
         live.store.data_mut().handling = None;
         live.in_call = false;
         match r {
-            Ok(Ok(Some(p))) => {
+            Ok(Ok(Some(m))) => {
                 // A response is a message too: its caller gets the limit error, not the bytes.
-                self.check_size(p.data.len())?;
-                Ok(Message::from_payload(p.into()))
+                self.check_size(m.data.len())?;
+                let p = bindings::from_wit_message(m, shared.types())
+                    .map_err(|e| bindings::from_wit_error(&self.id, type_name.into_owned(), e))?;
+                Ok(Message::from_payload(p))
             }
             Ok(Ok(None)) => Ok(Message::empty()),
-            Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, payload.type_name, e)),
+            Ok(Err(e)) => Err(bindings::from_wit_error(
+                &self.id,
+                type_name.into_owned(),
+                e,
+            )),
             Err(e) => Err(self.trapped(&e)),
         }
     }

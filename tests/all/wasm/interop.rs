@@ -28,6 +28,40 @@ struct Pong {
 }
 
 #[tokio::test]
+async fn declared_message_types_cross_by_index_and_others_by_name() {
+    // echo declares what its typed handlers take and answer with; `handle` passes those types
+    // as indices into this table, anything else (the fallback's) by name.
+    let echo = load("echo", guests::ECHO).await.unwrap();
+    assert_eq!(
+        echo.declared_types(),
+        [
+            "Ping",
+            "Pong",
+            "Touch",
+            "Touched",
+            "ContextProbe",
+            "ContextView"
+        ]
+    );
+    let rt = AgentRuntime::new();
+    host().register(&rt, &echo).await.unwrap();
+    rt.start().unwrap();
+    // Declared both ways (Ping in, Pong out); undeclared both ways (the fallback's echo).
+    let pong: Pong = within(rt.send(Ping { i: 7 }, &id("echo/k"))).await.unwrap();
+    assert_eq!(pong, Pong { i: 7 });
+    let back: Pong = within(rt.send(Pong { i: 8 }, &id("echo/k"))).await.unwrap();
+    assert_eq!(
+        back,
+        Pong { i: 8 },
+        "a declared type the agent only answers with"
+    );
+    let text: String = within(rt.send("text".to_owned(), &id("echo/k")))
+        .await
+        .unwrap();
+    assert_eq!(text, "text");
+}
+
+#[tokio::test]
 async fn native_caller_gets_typed_answers_from_a_wasm_agent() {
     let rt = runtime_with(&[("echo", guests::ECHO)]).await;
     rt.start().unwrap();
