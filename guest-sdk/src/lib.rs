@@ -311,8 +311,8 @@ enum Kind {
 enum Outcome {
     /// The predicate declined; try the next handler.
     Declined,
-    /// The handler ran: its response encoded (none for no value), or its error.
-    Done(Result<Option<Vec<u8>>, Error>),
+    /// The handler ran: its response (none for no value), or its error.
+    Done(Result<Option<Message>, Error>),
 }
 
 /// A typed handler: decodes the message's data, checks the predicate, runs, encodes the response.
@@ -323,8 +323,6 @@ type Pred = Box<dyn Fn(&dyn Any, &Context) -> bool>;
 struct Route<A> {
     /// The handled message type, an index into [`Handlers::types`].
     message_type: u32,
-    /// The response type (an index into [`Handlers::types`]); none for a handler answering `()`.
-    response_type: Option<u32>,
     kind: Kind,
     call: Call<A>,
 }
@@ -385,6 +383,9 @@ impl<A: 'static> Handlers<A> {
         let p = pred.clone();
         let unit = std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>();
         let type_name = type_name_ref::<T>();
+        let message_type = self.declare(type_name);
+        // A handler answering `()` answers with no message, so `()` is not declared.
+        let response_type = (!unit).then(|| self.declare(type_name_ref::<R>()));
         let call: Call<A> = Box::new(move |agent, content_type, data, ctx| {
             let value: T = match decode_data(type_name, content_type, data) {
                 Ok(v) => v,
@@ -395,17 +396,22 @@ impl<A: 'static> Handlers<A> {
             {
                 return Outcome::Declined;
             }
-            Outcome::Done(match f(agent, value, ctx) {
-                Ok(_) if unit => Ok(None),
-                Ok(r) => serde_json::to_vec(&r).map(Some).map_err(Error::from),
-                Err(e) => Err(e),
+            Outcome::Done(match (f(agent, value, ctx), response_type) {
+                (Ok(r), Some(t)) => serde_json::to_vec(&r)
+                    .map(|data| {
+                        Some(Message {
+                            message_type: MessageType::Declared(t),
+                            content_type: None,
+                            data,
+                        })
+                    })
+                    .map_err(Error::from),
+                (Ok(_), None) => Ok(None),
+                (Err(e), _) => Err(e),
             })
         });
-        let message_type = self.declare(type_name);
-        let response_type = (!unit).then(|| self.declare(type_name_ref::<R>()));
         self.routes.push(Route {
             message_type,
-            response_type,
             kind,
             call,
         });
@@ -563,14 +569,7 @@ impl<A: 'static> Handlers<A> {
                 }
                 let ct = message.content_type.as_deref();
                 if let Outcome::Done(result) = (r.call)(agent, ct, &message.data, ctx) {
-                    return result.map(|data| {
-                        data.map(|data| Message {
-                            // A response route always has a response type.
-                            message_type: MessageType::Declared(r.response_type.unwrap_or(index)),
-                            content_type: None,
-                            data,
-                        })
-                    });
+                    return result;
                 }
             }
         }
@@ -673,9 +672,9 @@ macro_rules! export_agent {
             }
             // Only a wasm build exports the symbols; a host build (clippy, unit tests) type-checks
             // the glue without them, since export names like `warren:agent/agent@0.1.0#handle`
-    // are not valid symbol names in a native shared library.
+            // are not valid symbol names in a native shared library.
             #[cfg(target_arch = "wasm32")]
-            $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin!(__WarrenAgent with_types_in $crate::bindings);
         };
     };
 }
