@@ -286,7 +286,8 @@ impl Context {
 /// id, saved with `Serialize` and restored with `Deserialize` (mark fields that are not state
 /// `#[serde(skip)]`). Export it with [`export_agent!`].
 pub trait Agent: Default + Serialize + DeserializeOwned + 'static {
-    /// Declares the handlers, once per instance.
+    /// Declares the handlers, once per instance. Every instance must declare the same ones, in
+    /// the same order: the host learns the component's message types from one instance.
     fn handlers(h: &mut Handlers<Self>);
 
     /// The description reported by `agent_metadata`.
