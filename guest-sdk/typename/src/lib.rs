@@ -42,16 +42,18 @@ pub fn bare_name(full: &str) -> Cow<'_, str> {
 /// the scan (with `rsplit`) was 4% of a wasm publish delivery. The bare name of a generic, tuple
 /// or reference type is built once and kept for the life of the process (one per distinct type).
 pub fn static_bare_name(full: &'static str) -> &'static str {
-    const SLOTS: usize = 64;
+    const SLOTS: usize = 32;
+    // All-zero when empty (`None` is a null pointer), so in a wasm guest the cache sits in
+    // `.bss`, not in the data image every instance maps (and would copy on its first write).
     thread_local! {
-        static CACHE: [Cell<(usize, usize, &'static str)>; SLOTS] =
-            const { [const { Cell::new((0, 0, "")) }; SLOTS] };
+        static CACHE: [Cell<(usize, usize, Option<&'static str>)>; SLOTS] =
+            const { [const { Cell::new((0, 0, None)) }; SLOTS] };
     }
     let key = (full.as_ptr() as usize, full.len());
     let slot = ((key.0 >> 3) ^ key.1) % SLOTS;
-    if let Ok(Some(hit)) = CACHE.try_with(|c| {
-        let (ptr, len, bare) = c[slot].get();
-        ((ptr, len) == key).then_some(bare)
+    if let Ok(Some(hit)) = CACHE.try_with(|c| match c[slot].get() {
+        (ptr, len, Some(bare)) if (ptr, len) == key => Some(bare),
+        _ => None,
     }) {
         return hit;
     }
@@ -60,7 +62,7 @@ pub fn static_bare_name(full: &'static str) -> &'static str {
         Cow::Owned(o) => intern(o),
     };
     // A thread being torn down has no cache; the name is still right.
-    let _ = CACHE.try_with(|c| c[slot].set((key.0, key.1, bare)));
+    let _ = CACHE.try_with(|c| c[slot].set((key.0, key.1, Some(bare))));
     bare
 }
 
