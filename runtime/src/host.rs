@@ -480,9 +480,7 @@ impl PluginShared {
     pub(crate) fn types(&self) -> &[String] {
         self.types.get().map_or(&[], Vec::as_slice)
     }
-}
 
-impl PluginShared {
     /// Counts one more live agent, unless that breaks the per-type or tenant quota.
     pub(crate) fn acquire_instance(&self, agent: &warren_core::AgentId) -> Result<(), Error> {
         use std::sync::atomic::Ordering::SeqCst;
