@@ -487,24 +487,18 @@ impl<A: 'static> Handlers<A> {
         }
     }
 
-    /// The index of `name` in the type table, added if new.
-    fn declare(&mut self, name: &str) -> u32 {
-        let i = match self.types.iter().position(|t| t == name) {
-            Some(i) => i,
-            None => {
-                self.types.push(name.to_owned());
-                self.types.len() - 1
-            }
-        };
-        u32::try_from(i).expect("fewer than 2^32 message types")
+    /// The index of `name` in the type table, if it is there.
+    fn index_of(&self, name: &str) -> Option<u32> {
+        let i = self.types.iter().position(|t| t == name)?;
+        Some(u32::try_from(i).expect("fewer than 2^32 message types"))
     }
 
-    /// The type as the wire carries it: its index when it is in the table.
-    fn message_type(&self, name: String) -> MessageType {
-        match self.types.iter().position(|t| *t == name) {
-            Some(i) => MessageType::Declared(i as u32),
-            None => MessageType::Named(name),
-        }
+    /// The index of `name` in the type table, added if new.
+    fn declare(&mut self, name: &str) -> u32 {
+        self.index_of(name).unwrap_or_else(|| {
+            self.types.push(name.to_owned());
+            u32::try_from(self.types.len() - 1).expect("fewer than 2^32 message types")
+        })
     }
 
     /// The type's name; an index outside the table is the caller's error.
@@ -528,7 +522,10 @@ impl<A: 'static> Handlers<A> {
     /// A payload as `handle` receives it (the type interned if it is in the table).
     fn to_message(&self, p: Payload) -> Message {
         Message {
-            message_type: self.message_type(p.type_name),
+            message_type: match self.index_of(&p.type_name) {
+                Some(i) => MessageType::Declared(i),
+                None => MessageType::Named(p.type_name),
+            },
             content_type: p.content_type,
             data: p.data,
         }
@@ -556,7 +553,7 @@ impl<A: 'static> Handlers<A> {
     ) -> Result<Option<Message>, Error> {
         let index = match &message.message_type {
             MessageType::Declared(i) => Some(*i),
-            MessageType::Named(name) => self.types.iter().position(|t| t == name).map(|i| i as u32),
+            MessageType::Named(name) => self.index_of(name),
         };
         if let Some(index) = index {
             for r in &self.routes {
@@ -633,10 +630,12 @@ pub mod __private {
     }
 
     pub fn describe<A: Agent>() -> Description {
+        let (handles, types) =
+            with_live::<A, _>(|live| (live.handlers.handled_types(), live.handlers.types.clone()));
         Description {
             text: A::description(),
-            handles: with_live::<A, _>(|live| live.handlers.handled_types()),
-            types: with_live::<A, _>(|live| live.handlers.types.clone()),
+            handles,
+            types,
         }
     }
 }

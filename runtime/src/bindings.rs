@@ -37,13 +37,22 @@ pub(crate) use exports::warren::agent::agent::Description;
 use warren::agent::host::Level;
 pub(crate) use warren::agent::types as wit;
 
+/// A content type as the WIT carries it: JSON travels as `none`, one string fewer to copy into
+/// the guest per message.
+fn content_type_to_wit(ct: std::borrow::Cow<'static, str>) -> Option<String> {
+    (ct != warren_core::JSON).then(|| ct.into_owned())
+}
+
+/// A content type from the WIT: `none` is JSON.
+fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
+    ct.map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into)
+}
+
 impl From<wit::Payload> for warren_core::Payload {
     fn from(p: wit::Payload) -> Self {
         Self {
             type_name: p.type_name,
-            content_type: p
-                .content_type
-                .map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into),
+            content_type: content_type_from_wit(p.content_type),
             data: p.data,
         }
     }
@@ -53,9 +62,7 @@ impl From<warren_core::Payload> for wit::Payload {
     fn from(p: warren_core::Payload) -> Self {
         Self {
             type_name: p.type_name,
-            // JSON travels as `none`: one string fewer to copy into the guest per message.
-            content_type: (p.content_type != warren_core::JSON)
-                .then(|| p.content_type.into_owned()),
+            content_type: content_type_to_wit(p.content_type),
             data: p.data,
         }
     }
@@ -80,7 +87,7 @@ pub(crate) fn to_wit_message(
     };
     let message = wit::Message {
         message_type,
-        content_type: (p.content_type != warren_core::JSON).then(|| p.content_type.into_owned()),
+        content_type: content_type_to_wit(p.content_type),
         data: p.data,
     };
     (message, name)
@@ -103,9 +110,7 @@ pub(crate) fn from_wit_message(
     };
     Ok(warren_core::Payload {
         type_name,
-        content_type: m
-            .content_type
-            .map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into),
+        content_type: content_type_from_wit(m.content_type),
         data: m.data,
     })
 }
