@@ -38,11 +38,13 @@ pub struct Counter {
 
 /// `"note-" + key`, padded with `.` to exactly 64 bytes (the benchmark's initial note).
 pub fn note(key: &str) -> String {
-    let mut n = format!("note-{key}");
-    while n.len() < 64 {
-        n.push('.');
-    }
-    n.truncate(64);
+    const WIDTH: usize = 64;
+    const DOTS: &str = "................................................................";
+    let mut n = String::with_capacity(WIDTH.max(5 + key.len()));
+    n.push_str("note-");
+    n.push_str(key);
+    n.push_str(&DOTS[..WIDTH.saturating_sub(n.len())]);
+    n.truncate(WIDTH);
     n
 }
 
@@ -81,5 +83,7 @@ mod tests {
     fn note_is_64_bytes() {
         assert_eq!(super::note("7").len(), 64);
         assert!(super::note("7").starts_with("note-7."));
+        assert_eq!(super::note("19999"), format!("{:.<64}", "note-19999"));
+        assert_eq!(super::note(&"x".repeat(70)).len(), 64);
     }
 }

@@ -47,7 +47,13 @@ fn is_word(c: char) -> bool {
 }
 
 fn valid_agent_type(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| is_word(c) || c == '-' || c == '.')
+    // ASCII first: every id a state document or a message names is checked here, and a
+    // byte test is a few instructions where decoding `char`s and Unicode classes is dozens.
+    !s.is_empty()
+        && (s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            || s.chars().all(|c| is_word(c) || c == '-' || c == '.'))
 }
 
 fn valid_topic_type(s: &str) -> bool {
@@ -140,6 +146,17 @@ impl AgentId {
     /// The agent's key.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// `type/key` in one allocation of the right size (`to_string` goes through the formatter
+    /// and grows its buffer).
+    pub(crate) fn joined(&self) -> String {
+        let (t, k) = (self.agent_type.as_str(), &*self.key);
+        let mut s = String::with_capacity(t.len() + 1 + k.len());
+        s.push_str(t);
+        s.push('/');
+        s.push_str(k);
+        s
     }
 }
 
@@ -368,6 +385,10 @@ mod tests {
         assert_eq!(format!("[{id:>12}]"), "[  worker/a/b]");
         assert_eq!(format!("[{id:<12}]"), "[worker/a/b  ]");
         assert_eq!(format!("{id:.6}"), "worker");
+        for (t, k) in [("worker", "a/b"), ("日本", ""), ("t", "key with spaces")] {
+            let id = AgentId::new(t, k).unwrap();
+            assert_eq!(id.joined(), id.to_string());
+        }
     }
 
     #[test]
@@ -381,10 +402,20 @@ mod tests {
 
     #[test]
     fn agent_type_follows_python_word_class() {
-        for ok in ["a", "a.b-c_d", "1", "é", "日本", "Ünïcode_9"] {
+        for ok in [
+            "a",
+            "a.b-c_d",
+            "1",
+            "é",
+            "日本",
+            "Ünïcode_9",
+            "ascii-then-é",
+        ] {
             AgentType::new(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
-        for bad in ["", "a b", "a/b", "a:b", "a\n", "a=b", "tab\t"] {
+        for bad in [
+            "", "a b", "a/b", "a:b", "a\n", "a=b", "tab\t", "é b", "日本/x", "a\u{a0}",
+        ] {
             let err = AgentType::new(bad).unwrap_err();
             assert_eq!(
                 err,

@@ -1745,7 +1745,7 @@ impl AgentRuntime {
                     })
                 })
                 .await??;
-            out.insert(cell.id.to_string(), state);
+            out.insert(cell.id.joined(), state);
         }
         Ok(out)
     }
@@ -1767,6 +1767,8 @@ impl AgentRuntime {
             ),
         })?;
         let mut cells = Vec::with_capacity(doc.len());
+        // Room for every new agent at once, instead of rehashing as the map grows.
+        self.inner.agents.write().reserve(doc.len());
         for key in doc.keys() {
             let id: AgentId = key
                 .parse()
