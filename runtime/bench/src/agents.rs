@@ -133,17 +133,21 @@ impl RoutedAgent for Stateful {
         Ok(json!({ "counter": self.counter, "note": self.note }))
     }
     fn load_state(&mut self, s: Value) -> Result<(), BoxError> {
-        let Value::Object(mut s) = s else {
+        let Value::Object(s) = s else {
             return Err("state must be an object".into());
         };
-        self.counter = s
-            .get("counter")
-            .and_then(Value::as_i64)
-            .ok_or("counter must be an integer")?;
-        self.note = match s.swap_remove("note") {
-            Some(Value::String(note)) => note,
-            _ => return Err("note must be a string".into()),
-        };
+        // One pass over the two entries: a lookup by key would hash it (SipHash, in the
+        // insertion-ordered map serde_json keeps) twice per agent.
+        let (mut counter, mut note) = (None, None);
+        for (k, v) in s {
+            match (k.as_str(), v) {
+                ("counter", v) => counter = v.as_i64(),
+                ("note", Value::String(n)) => note = Some(n),
+                _ => {}
+            }
+        }
+        self.counter = counter.ok_or("counter must be an integer")?;
+        self.note = note.ok_or("note must be a string")?;
         Ok(())
     }
 }
@@ -306,7 +310,34 @@ impl Variant {
 
 #[cfg(test)]
 mod tests {
-    use super::note;
+    use super::{Stateful, note};
+    use serde_json::json;
+    use warren_runtime::RoutedAgent;
+
+    #[test]
+    fn stateful_loads_what_it_saves_and_names_a_bad_field() {
+        let mut a = Stateful {
+            counter: 7,
+            note: note("7"),
+        };
+        let saved = a.save_state().unwrap();
+        let mut b = Stateful {
+            counter: 0,
+            note: String::new(),
+        };
+        b.load_state(saved).unwrap();
+        assert_eq!((b.counter, b.note.as_str()), (7, note("7").as_str()));
+        for (bad, why) in [
+            (json!({"note": "n"}), "counter"),
+            (json!({"counter": "1", "note": "n"}), "counter"),
+            (json!({"counter": 1}), "note"),
+            (json!({"counter": 1, "note": 2}), "note"),
+            (json!([1, 2]), "object"),
+        ] {
+            let err = b.load_state(bad.clone()).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn note_pads_like_python_ljust() {
