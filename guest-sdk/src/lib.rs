@@ -61,8 +61,25 @@ pub mod bindings {
 use bindings::exports::warren::agent::agent::Description;
 use bindings::warren::agent::host;
 pub use bindings::warren::agent::host::Level;
-pub use bindings::warren::agent::types::{AgentId, Error, Payload, SizeLimit, TopicId};
-use bindings::warren::agent::types::{Message, MessageContext, MessageType};
+pub use bindings::warren::agent::types::{AgentId, Error, SizeLimit, TopicId};
+use bindings::warren::agent::types::{
+    InlineBytes, Message, MessageContext, MessageData, MessageType,
+};
+use warren_typename::inline;
+
+/// A serialized message with its type by name, as AutoGen puts it on the wire: what a fallback
+/// handler gets and answers with, and what [`encode`] and [`decode`] work on. (Across the
+/// component boundary a message travels as the WIT `message`: its type interned, short data
+/// inline; the SDK converts.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// The message type name, e.g. `WorkRequest` (a bare type name, no module path).
+    pub type_name: String,
+    /// The encoding of `data`: `None` for JSON.
+    pub content_type: Option<String>,
+    /// The encoded message.
+    pub data: Vec<u8>,
+}
 
 /// The content type of every payload this SDK produces (sent as `content_type: None`, which
 /// means JSON; `Some("application/json")` is accepted too).
@@ -168,18 +185,137 @@ fn decode_data<T: DeserializeOwned>(
         .map_err(|e| Error::Other(format!("cannot decode `{type_name}`: {e}")))
 }
 
+/// The bytes of a message's data: unpacked on the stack when inline, borrowed when a list.
+enum DataRef<'a> {
+    Inline(inline::Unpacked),
+    List(&'a [u8]),
+}
+
+impl DataRef<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            DataRef::Inline(u) => u.as_slice(),
+            DataRef::List(b) => b,
+        }
+    }
+}
+
+/// The data of `d`; an inline length beyond the capacity is the sender's error.
+fn data_ref(d: &MessageData) -> Result<DataRef<'_>, Error> {
+    match d {
+        MessageData::Bytes(b) => Ok(DataRef::List(b)),
+        MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
+            .map(DataRef::Inline)
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "inline message data of {} bytes; at most {} fit",
+                    b.len,
+                    inline::CAPACITY
+                ))
+            }),
+    }
+}
+
+/// The data of `d`, owned.
+fn data_into_vec(d: MessageData) -> Result<Vec<u8>, Error> {
+    match d {
+        MessageData::Bytes(b) => Ok(b),
+        inline => Ok(data_ref(&inline)?.as_slice().to_vec()),
+    }
+}
+
+/// `data` as a message's data: inline when it fits.
+fn data_of(data: &[u8]) -> Option<MessageData> {
+    let (len, [word0, word1, word2, word3]) = inline::pack(data)?;
+    Some(MessageData::Inline(InlineBytes {
+        len,
+        word0,
+        word1,
+        word2,
+        word3,
+    }))
+}
+
+thread_local! {
+    /// Where answers are encoded: one buffer reused, so a short answer (inline) allocates nothing.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `value` as JSON message data, inline when it fits.
+fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
+    SCRATCH.with(|scratch| {
+        // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            return Ok(MessageData::Bytes(serde_json::to_vec(value)?));
+        };
+        buf.clear();
+        if buf.capacity() == 0 {
+            buf.reserve(128);
+        }
+        serde_json::to_writer(&mut *buf, value)?;
+        Ok(data_of(&buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(&mut *buf))))
+    })
+}
+
+thread_local! {
+    /// The component's declared type table (`description.types`), once the agent is built: the
+    /// messages it sends and the answers it gets name a type in it by index.
+    static TYPES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `value` as a message to send: its type by index when declared, its data inline when short.
+fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
+    let name = type_name_ref::<T>();
+    let declared = TYPES.with(|t| t.borrow().iter().position(|n| n == name));
+    Ok(Message {
+        message_type: match declared {
+            Some(i) => MessageType::Declared(u32::try_from(i).expect("fewer than 2^32 types")),
+            None => MessageType::Named(name.to_owned()),
+        },
+        content_type: None,
+        data: encode_data(value)?,
+    })
+}
+
+/// Decodes an answer into `R`, which must be the answer's type (or `serde_json::Value`).
+fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error> {
+    let expected = type_name_ref::<R>();
+    TYPES.with(|t| {
+        let t = t.borrow();
+        let name = match &m.message_type {
+            MessageType::Named(n) => n.as_str(),
+            MessageType::Declared(i) => t.get(*i as usize).map(String::as_str).ok_or_else(|| {
+                Error::Other(format!(
+                    "answered with message type index {i}, but this component declared {} types",
+                    t.len()
+                ))
+            })?,
+        };
+        if name != expected && expected != "Value" {
+            return Err(Error::Other(format!(
+                "expected a `{expected}`, got a `{name}`"
+            )));
+        }
+        decode_data(
+            name,
+            m.content_type.as_deref(),
+            data_ref(&m.data)?.as_slice(),
+        )
+    })
+}
+
 /// Sends `message` to `recipient` as this agent and decodes its response as `R`.
 pub fn send<R: DeserializeOwned + 'static>(
     message: &(impl Serialize + ?Sized),
     recipient: &AgentId,
 ) -> Result<R, Error> {
-    let response = host::send(recipient, &encode(message)?)?;
-    decode(&response)
+    let response = host::send(recipient, &outgoing(message)?)?;
+    decode_answer(&response)
 }
 
 /// Publishes `message` to `topic` as this agent.
 pub fn publish(message: &(impl Serialize + ?Sized), topic: &TopicId) -> Result<(), Error> {
-    host::publish(topic, &encode(message)?)
+    host::publish(topic, &outgoing(message)?)
 }
 
 /// This instance's agent id.
@@ -398,15 +534,13 @@ impl<A: 'static> Handlers<A> {
                 return Outcome::Declined;
             }
             Outcome::Done(match (f(agent, value, ctx), response_type) {
-                (Ok(r), Some(t)) => serde_json::to_vec(&r)
-                    .map(|data| {
-                        Some(Message {
-                            message_type: MessageType::Declared(t),
-                            content_type: None,
-                            data,
-                        })
+                (Ok(r), Some(t)) => encode_data(&r).map(|data| {
+                    Some(Message {
+                        message_type: MessageType::Declared(t),
+                        content_type: None,
+                        data,
                     })
-                    .map_err(Error::from),
+                }),
                 (Ok(_), None) => Ok(None),
                 (Err(e), _) => Err(e),
             })
@@ -527,7 +661,7 @@ impl<A: 'static> Handlers<A> {
                 None => MessageType::Named(p.type_name),
             },
             content_type: p.content_type,
-            data: p.data,
+            data: data_of(&p.data).unwrap_or(MessageData::Bytes(p.data)),
         }
     }
 
@@ -539,7 +673,7 @@ impl<A: 'static> Handlers<A> {
                 declared => self.type_name(&declared)?.to_owned(),
             },
             content_type: m.content_type,
-            data: m.data,
+            data: data_into_vec(m.data)?,
         })
     }
 
@@ -556,6 +690,7 @@ impl<A: 'static> Handlers<A> {
             MessageType::Named(name) => self.index_of(name),
         };
         if let Some(index) = index {
+            let data = data_ref(&message.data)?;
             for r in &self.routes {
                 match r.kind {
                     Kind::Rpc if !ctx.is_rpc => continue,
@@ -566,7 +701,7 @@ impl<A: 'static> Handlers<A> {
                     continue;
                 }
                 let ct = message.content_type.as_deref();
-                if let Outcome::Done(result) = (r.call)(agent, ct, &message.data, ctx) {
+                if let Outcome::Done(result) = (r.call)(agent, ct, data.as_slice(), ctx) {
                     return result;
                 }
             }
@@ -606,6 +741,10 @@ pub mod __private {
                 A::handlers(&mut handlers);
                 let mut agent = A::default();
                 agent.init(&self_id());
+                // Messages sent from here on name declared types by index. (Not during `init`:
+                // the host learns the table from this instance's `describe`, which may be
+                // what is building it.)
+                TYPES.with(|t| t.borrow_mut().clone_from(&handlers.types));
                 Box::new(Live { agent, handlers })
             });
             f(live
@@ -796,20 +935,24 @@ mod tests {
             matches!(r.message_type, MessageType::Declared(1)),
             "the answer is interned too"
         );
-        assert_eq!(r.data, b"5");
+        assert!(
+            matches!(r.data, MessageData::Inline(_)),
+            "a short answer is inline"
+        );
+        assert_eq!(data_ref(&r.data).unwrap().as_slice(), b"5");
         // A declared type sent by name (a host that does not intern) reaches the same handler.
         let named = Message {
             message_type: MessageType::Named("Ping".into()),
             content_type: None,
-            data: b"{\"i\":6}".to_vec(),
+            data: MessageData::Bytes(b"{\"i\":6}".to_vec()),
         };
         let r = h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap();
-        assert_eq!(r.data, b"7");
+        assert_eq!(data_ref(&r.data).unwrap().as_slice(), b"7");
         // An index outside the table is a typed error naming it, not a panic.
         let bad = Message {
             message_type: MessageType::Declared(9),
             content_type: None,
-            data: b"{}".to_vec(),
+            data: data_of(b"{}").unwrap(),
         };
         let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
         assert!(
@@ -869,5 +1012,93 @@ mod tests {
             matches!(e, Error::Other(ref m) if m.contains("missing field `i`")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn message_data_is_inline_up_to_32_bytes_both_ways() {
+        #[derive(Default, Serialize, Deserialize)]
+        struct Echo;
+        impl Agent for Echo {
+            fn handlers(h: &mut Handlers<Self>) {
+                h.rpc(|_: &mut Echo, s: String, _| Ok::<_, Error>(s));
+            }
+        }
+        let mut h = Handlers::new();
+        Echo::handlers(&mut h);
+        let mut a = Echo;
+        // 30 characters encode to 32 bytes of JSON (inline); 31 to 33 (a list).
+        for n in [0, 30, 31, 500] {
+            let text = "x".repeat(n);
+            let m = h.to_message(encode(&text).unwrap());
+            assert_eq!(matches!(m.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
+            let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+            assert_eq!(matches!(r.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
+            assert_eq!(decode::<String>(&h.to_payload(r).unwrap()).unwrap(), text);
+        }
+        // A long answer right after a short one, and the other way round (one reused buffer).
+        for n in [500, 3, 700, 1] {
+            let m = h.to_message(encode(&"y".repeat(n)).unwrap());
+            let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+            assert_eq!(
+                decode::<String>(&h.to_payload(r).unwrap()).unwrap().len(),
+                n
+            );
+        }
+        // An inline length beyond the capacity is a typed error, not a panic.
+        let bad = Message {
+            message_type: MessageType::Declared(0),
+            content_type: None,
+            data: MessageData::Inline(InlineBytes {
+                len: 40,
+                word0: 0,
+                word1: 0,
+                word2: 0,
+                word3: 0,
+            }),
+        };
+        let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("40 bytes")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn sent_messages_and_answers_name_declared_types_by_index() {
+        TYPES.with(|t| t.borrow_mut().clear());
+        // Before the agent is built (or in a component that declares nothing): by name.
+        let m = outgoing(&Ping { i: 1 }).unwrap();
+        assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "Ping"));
+        TYPES.with(|t| *t.borrow_mut() = vec!["Ping".into(), "i64".into()]);
+        let m = outgoing(&Ping { i: 1 }).unwrap();
+        assert!(matches!(m.message_type, MessageType::Declared(0)));
+        assert!(matches!(m.data, MessageData::Inline(_)));
+        let m = outgoing("not declared").unwrap();
+        assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "str"));
+
+        let answer = |t: MessageType, data: &[u8]| Message {
+            message_type: t,
+            content_type: None,
+            data: data_of(data).unwrap(),
+        };
+        assert_eq!(
+            decode_answer::<i64>(&answer(MessageType::Declared(1), b"5")).unwrap(),
+            5
+        );
+        let named = answer(MessageType::Named("i64".into()), b"6");
+        assert_eq!(decode_answer::<i64>(&named).unwrap(), 6);
+        let any = decode_answer::<serde_json::Value>(&answer(MessageType::Declared(0), b"{}"));
+        assert_eq!(any.unwrap(), serde_json::json!({}));
+        let e = decode_answer::<i64>(&answer(MessageType::Declared(0), b"{}")).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("got a `Ping`")),
+            "{e:?}"
+        );
+        let e = decode_answer::<i64>(&answer(MessageType::Declared(5), b"1")).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("index 5")),
+            "{e:?}"
+        );
+        TYPES.with(|t| t.borrow_mut().clear());
     }
 }

@@ -5,6 +5,7 @@ use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
 
 use crate::host::{Handling, StoreState};
 use crate::manifest::allowed;
+use warren_typename::inline;
 
 // Only `send` and `publish` wait (for another agent); the other host functions answer at once.
 // An instance that imports neither can then be run without a fiber (see `sync_world`).
@@ -48,29 +49,10 @@ fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
     ct.map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into)
 }
 
-impl From<wit::Payload> for warren_core::Payload {
-    fn from(p: wit::Payload) -> Self {
-        Self {
-            type_name: p.type_name,
-            content_type: content_type_from_wit(p.content_type),
-            data: p.data,
-        }
-    }
-}
-
-impl From<warren_core::Payload> for wit::Payload {
-    fn from(p: warren_core::Payload) -> Self {
-        Self {
-            type_name: p.type_name,
-            content_type: content_type_to_wit(p.content_type),
-            data: p.data,
-        }
-    }
-}
-
-/// A payload as `handle` takes it: a type the component declared travels as its index in `types`
-/// (no string copied into the guest, none compared there). Returns the type name too, for
-/// errors: borrowed from the table when declared, else moved out of the message.
+/// A payload as `handle`, `send` and `publish` carry it: a type the component declared travels
+/// as its index in `types` (no string copied into the guest, none compared there), short data
+/// inline. Returns the type name too, for errors: borrowed from the table when declared, else
+/// moved out of the message.
 pub(crate) fn to_wit_message(
     p: warren_core::Payload,
     types: &[String],
@@ -88,9 +70,50 @@ pub(crate) fn to_wit_message(
     let message = wit::Message {
         message_type,
         content_type: content_type_to_wit(p.content_type),
-        data: p.data,
+        data: data_to_wit(p.data),
     };
     (message, name)
+}
+
+/// Message data as the WIT carries it: inline when it fits, so the call places nothing in the
+/// guest's memory (no `cabi_realloc` call into the guest, nothing for it to free).
+fn data_to_wit(data: Vec<u8>) -> wit::MessageData {
+    match inline::pack(&data) {
+        Some((len, [word0, word1, word2, word3])) => wit::MessageData::Inline(wit::InlineBytes {
+            len,
+            word0,
+            word1,
+            word2,
+            word3,
+        }),
+        None => wit::MessageData::Bytes(data),
+    }
+}
+
+impl wit::MessageData {
+    /// The size of the data in bytes (as the sender states it, for inline data).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            wit::MessageData::Inline(b) => usize::from(b.len),
+            wit::MessageData::Bytes(b) => b.len(),
+        }
+    }
+}
+
+/// Message data from the WIT. An inline length above its capacity is the guest's error.
+fn data_from_wit(data: wit::MessageData) -> Result<Vec<u8>, wit::Error> {
+    match data {
+        wit::MessageData::Bytes(b) => Ok(b),
+        wit::MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
+            .map(|u| u.as_slice().to_vec())
+            .ok_or_else(|| {
+                wit::Error::Other(format!(
+                    "inline message data of {} bytes; at most {} fit",
+                    b.len,
+                    inline::CAPACITY
+                ))
+            }),
+    }
 }
 
 /// A message `handle` answered with, as a payload. An index outside the declared table is the
@@ -103,7 +126,7 @@ pub(crate) fn from_wit_message(
         wit::MessageType::Named(name) => name,
         wit::MessageType::Declared(i) => types.get(i as usize).cloned().ok_or_else(|| {
             wit::Error::Other(format!(
-                "answered with message type index {i}, but the component declared {} types",
+                "message type index {i}, but the component declared {} types",
                 types.len()
             ))
         })?,
@@ -111,7 +134,7 @@ pub(crate) fn from_wit_message(
     Ok(warren_core::Payload {
         type_name,
         content_type: content_type_from_wit(m.content_type),
-        data: m.data,
+        data: data_from_wit(m.data)?,
     })
 }
 
@@ -272,8 +295,8 @@ impl warren::agent::host::Host for StoreState {
     async fn send(
         &mut self,
         recipient: wit::AgentId,
-        message: wit::Payload,
-    ) -> Result<wit::Payload, wit::Error> {
+        message: wit::Message,
+    ) -> Result<wit::Message, wit::Error> {
         let recipient = parse_agent(recipient)?;
         if !allowed(&self.plugin.caps.send, recipient.agent_type().as_str()) {
             return Err(self.denied(format!(
@@ -282,6 +305,7 @@ impl warren::agent::host::Host for StoreState {
             )));
         }
         self.check_size(Target::Agent(recipient.clone()), message.data.len())?;
+        let message = from_wit_message(message, self.plugin.types())?;
         let Some(rt) = self.runtime.upgrade() else {
             return Err(to_wit_error(&Error::Stopped {
                 target: Target::Agent(recipient),
@@ -289,7 +313,7 @@ impl warren::agent::host::Host for StoreState {
         };
         let response = rt
             .send_message(
-                Message::from_payload(message.into()),
+                Message::from_payload(message),
                 recipient,
                 SendOptions {
                     sender: Some(self.agent.clone()),
@@ -298,15 +322,14 @@ impl warren::agent::host::Host for StoreState {
             )
             .await
             .map_err(|e| to_wit_error(&e))?;
-        rt.into_payload(response)
-            .map(Into::into)
-            .map_err(|e| to_wit_error(&e))
+        let response = rt.into_payload(response).map_err(|e| to_wit_error(&e))?;
+        Ok(to_wit_message(response, self.plugin.types()).0)
     }
 
     async fn publish(
         &mut self,
         topic: wit::TopicId,
-        message: wit::Payload,
+        message: wit::Message,
     ) -> Result<(), wit::Error> {
         let topic = warren_core::TopicId::new(&topic.topic_type, &topic.source)
             .map_err(|e| wit::Error::Other(e.to_string()))?;
@@ -317,13 +340,14 @@ impl warren::agent::host::Host for StoreState {
             )));
         }
         self.check_size(Target::Topic(topic.clone()), message.data.len())?;
+        let message = from_wit_message(message, self.plugin.types())?;
         let Some(rt) = self.runtime.upgrade() else {
             return Err(to_wit_error(&Error::Stopped {
                 target: Target::Topic(topic),
             }));
         };
         rt.publish_message(
-            Message::from_payload(message.into()),
+            Message::from_payload(message),
             topic,
             PublishOptions {
                 sender: Some(self.agent.clone()),
@@ -359,22 +383,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_payloads_cross_without_a_content_type_string() {
-        let json = warren_core::Payload::json("Ping", b"{}".to_vec());
-        let w: wit::Payload = json.clone().into();
-        assert_eq!(w.content_type, None);
-        assert_eq!(warren_core::Payload::from(w), json);
-        let custom = warren_core::Payload {
-            type_name: "Blob".into(),
-            content_type: "application/x-protobuf".into(),
-            data: vec![1, 2],
-        };
-        let w: wit::Payload = custom.clone().into();
-        assert_eq!(w.content_type.as_deref(), Some("application/x-protobuf"));
-        assert_eq!(warren_core::Payload::from(w), custom);
-    }
-
-    #[test]
     fn declared_types_cross_as_indices_and_others_by_name() {
         let types = vec!["Ping".to_owned(), "Pong".to_owned()];
         let (m, name) = to_wit_message(warren_core::Payload::json("Pong", b"{}".to_vec()), &types);
@@ -395,11 +403,39 @@ mod tests {
         assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
         assert_eq!(from_wit_message(m, &types).unwrap(), custom);
 
+        // Short data travels inline, longer data as a list; both come back unchanged.
+        for n in [0, 11, 32, 33, 4096] {
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let (m, _) = to_wit_message(warren_core::Payload::json("Ping", data.clone()), &types);
+            match &m.data {
+                wit::MessageData::Inline(b) => assert!(n <= 32 && usize::from(b.len) == n),
+                wit::MessageData::Bytes(b) => assert!(n > 32 && *b == data),
+            }
+            assert_eq!(from_wit_message(m, &types).unwrap().data, data);
+        }
+        // An inline length beyond the capacity is the guest's typed error.
+        let too_long = wit::Message {
+            message_type: wit::MessageType::Declared(0),
+            content_type: None,
+            data: wit::MessageData::Inline(wit::InlineBytes {
+                len: 33,
+                word0: 0,
+                word1: 0,
+                word2: 0,
+                word3: 0,
+            }),
+        };
+        let e = from_wit_message(too_long, &types).unwrap_err();
+        assert!(
+            matches!(e, wit::Error::Other(ref m) if m.contains("33 bytes")),
+            "{e:?}"
+        );
+
         // A component answering with an index it never declared gets a typed error naming it.
         let bad = wit::Message {
             message_type: wit::MessageType::Declared(7),
             content_type: None,
-            data: vec![],
+            data: wit::MessageData::Bytes(vec![]),
         };
         let e = from_wit_message(bad, &types).unwrap_err();
         assert!(

@@ -4,6 +4,9 @@
 //! is `WorkRequest`, `Vec<my::Item>` is `Vec<Item>`. The host (`warren-core`) and the guest SDK
 //! (`warren-guest`, compiled to wasm, which cannot depend on the host's crates) both name messages
 //! with this crate, so the two sides always agree. No dependencies.
+//!
+//! It also packs short message data into the words of the WIT `inline-bytes` record ([`inline`]),
+//! the other thing both sides must do alike.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -107,6 +110,53 @@ fn is_separator(b: u8) -> bool {
     i < 64 && SEPARATOR_BITS & (1 << i) != 0
 }
 
+/// Message data of at most [`inline::CAPACITY`] bytes packed into the four `u64` words of the WIT
+/// `inline-bytes` record (little-endian, `word0` holds bytes 0-7), and back.
+pub mod inline {
+    /// The most bytes a message carries inline.
+    pub const CAPACITY: usize = 32;
+
+    /// `data` as `(len, words)`, or `None` when it is longer than [`CAPACITY`].
+    pub fn pack(data: &[u8]) -> Option<(u8, [u64; 4])> {
+        if data.len() > CAPACITY {
+            return None;
+        }
+        let mut bytes = [0u8; CAPACITY];
+        bytes[..data.len()].copy_from_slice(data);
+        let word =
+            |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        Some((data.len() as u8, [word(0), word(1), word(2), word(3)]))
+    }
+
+    /// Packed data, unpacked on the stack.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Unpacked {
+        bytes: [u8; CAPACITY],
+        len: usize,
+    }
+
+    impl Unpacked {
+        /// The data.
+        pub fn as_slice(&self) -> &[u8] {
+            &self.bytes[..self.len]
+        }
+    }
+
+    /// The `len` bytes packed in `words`, or `None` when `len` is above [`CAPACITY`] (the
+    /// sender's error).
+    pub fn unpack(len: u8, words: [u64; 4]) -> Option<Unpacked> {
+        let len = usize::from(len);
+        if len > CAPACITY {
+            return None;
+        }
+        let mut bytes = [0u8; CAPACITY];
+        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        Some(Unpacked { bytes, len })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +225,23 @@ mod tests {
         assert!(bare_name("a::b::Ping") == "Ping");
         assert!(bare_name("a::b::Ping") != "b::Ping");
         assert!(bare_name("alloc::vec::Vec<a::Ping>") == "Vec<Ping>");
+    }
+
+    #[test]
+    fn inline_data_round_trips_at_every_length_and_refuses_more() {
+        let data: Vec<u8> = (1..=40).collect();
+        for n in 0..=inline::CAPACITY {
+            let (len, words) = inline::pack(&data[..n]).unwrap();
+            assert_eq!(usize::from(len), n);
+            assert_eq!(inline::unpack(len, words).unwrap().as_slice(), &data[..n]);
+        }
+        // Little-endian words, byte 0 lowest: what a guest in another language must produce.
+        assert_eq!(
+            inline::pack(b"{\"i\":1}").unwrap().1[0],
+            u64::from_le_bytes(*b"{\"i\":1}\0")
+        );
+        assert!(inline::pack(&data[..33]).is_none());
+        assert!(inline::unpack(33, [0; 4]).is_none());
+        assert!(inline::unpack(255, [0; 4]).is_none());
     }
 }

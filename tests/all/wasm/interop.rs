@@ -59,6 +59,12 @@ async fn declared_message_types_cross_by_index_and_others_by_name() {
         .await
         .unwrap();
     assert_eq!(text, "text");
+    // Data inline (at most 32 bytes of JSON: 30 characters and quotes) and as a list, both ways.
+    for n in [30, 31, 5000] {
+        let s = "x".repeat(n);
+        let back: String = within(rt.send(s.clone(), &id("echo/k"))).await.unwrap();
+        assert_eq!(back, s);
+    }
 }
 
 #[tokio::test]
