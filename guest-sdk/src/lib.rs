@@ -238,35 +238,39 @@ fn data_of(data: &[u8]) -> Option<MessageData> {
 
 thread_local! {
     /// Where answers are encoded: one buffer reused, so a short answer (inline) allocates nothing.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// (`None` at first, for the same reason as `TYPES`.)
+    static SCRATCH: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
 /// `value` as JSON message data, inline when it fits.
 fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
     SCRATCH.with(|scratch| {
         // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
-        let Ok(mut buf) = scratch.try_borrow_mut() else {
+        let Ok(mut slot) = scratch.try_borrow_mut() else {
             return Ok(MessageData::Bytes(serde_json::to_vec(value)?));
         };
+        let buf = slot.get_or_insert_default();
         buf.clear();
         if buf.capacity() == 0 {
             buf.reserve(128);
         }
         serde_json::to_writer(&mut *buf, value)?;
-        Ok(data_of(&buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(&mut *buf))))
+        Ok(data_of(buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(buf))))
     })
 }
 
 thread_local! {
     /// The component's declared type table (`description.types`), once the agent is built: the
     /// messages it sends and the answers it gets name a type in it by index.
-    static TYPES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// (`None` until then: an all-zero static sits in the component's `.bss`, so an instance
+    /// writes no extra page of its data image for it.)
+    static TYPES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
 }
 
 /// `value` as a message to send: its type by index when declared, its data inline when short.
 fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
     let name = type_name_ref::<T>();
-    let declared = TYPES.with(|t| t.borrow().iter().position(|n| n == name));
+    let declared = TYPES.with(|t| t.borrow().as_ref()?.iter().position(|n| n == name));
     Ok(Message {
         message_type: match declared {
             Some(i) => MessageType::Declared(u32::try_from(i).expect("fewer than 2^32 types")),
@@ -282,6 +286,7 @@ fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error>
     let expected = type_name_ref::<R>();
     TYPES.with(|t| {
         let t = t.borrow();
+        let t = t.as_deref().unwrap_or_default();
         let name = match &m.message_type {
             MessageType::Named(n) => n.as_str(),
             MessageType::Declared(i) => t.get(*i as usize).map(String::as_str).ok_or_else(|| {
@@ -744,7 +749,7 @@ pub mod __private {
                 // Messages sent from here on name declared types by index. (Not during `init`:
                 // the host learns the table from this instance's `describe`, which may be
                 // what is building it.)
-                TYPES.with(|t| t.borrow_mut().clone_from(&handlers.types));
+                TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone()));
                 Box::new(Live { agent, handlers })
             });
             f(live
@@ -1065,11 +1070,11 @@ mod tests {
 
     #[test]
     fn sent_messages_and_answers_name_declared_types_by_index() {
-        TYPES.with(|t| t.borrow_mut().clear());
+        TYPES.with(|t| *t.borrow_mut() = None);
         // Before the agent is built (or in a component that declares nothing): by name.
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "Ping"));
-        TYPES.with(|t| *t.borrow_mut() = vec!["Ping".into(), "i64".into()]);
+        TYPES.with(|t| *t.borrow_mut() = Some(vec!["Ping".into(), "i64".into()]));
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Declared(0)));
         assert!(matches!(m.data, MessageData::Inline(_)));
@@ -1099,6 +1104,6 @@ mod tests {
             matches!(e, Error::Other(ref m) if m.contains("index 5")),
             "{e:?}"
         );
-        TYPES.with(|t| t.borrow_mut().clear());
+        TYPES.with(|t| *t.borrow_mut() = None);
     }
 }

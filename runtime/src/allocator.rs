@@ -6,14 +6,14 @@
 //! static GLOBAL: warren_runtime::allocator::MiMalloc = warren_runtime::allocator::MiMalloc;
 //!
 //! fn main() {
-//!     warren_runtime::allocator::tune(warren_runtime::allocator::Hosting::WasmAgents);
+//!     warren_runtime::allocator::tune();
 //!     // ...
 //! }
 //! ```
 //!
 //! Why mimalloc: the runtime allocates per message and per agent, and glibc's free-list
 //! consolidation (`malloc_consolidate`) and arena page faults showed up in every profile.
-//! Why [`tune`]: see [`PURGE_DELAY_MS`] and [`Hosting`].
+//! Why [`tune`]: see [`PURGE_DELAY_MS`] and [`tune`] itself (no transparent huge pages).
 
 pub use mimalloc::MiMalloc;
 
@@ -35,33 +35,28 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default), which `libmimalloc-sys` does not name.
 const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
-/// What a process mostly runs, which decides whether its heap uses transparent huge pages.
+/// Applies Warren's allocator settings: the purge delay ([`PURGE_DELAY_MS`]) and no transparent
+/// huge pages. Call once, first thing in `main`. An operator's `MIMALLOC_PURGE_DELAY` or
+/// `MIMALLOC_ALLOW_THP` wins over the matching setting.
 ///
-/// With huge pages, each first touch of a 2 MiB region of the heap zeroes all of it at once.
-/// Native agents are small and allocate densely, and gain from fewer TLB misses: on the
-/// benchmark VM, turning huge pages off made native instantiate_many 34% and rpc_concurrent 19%
-/// slower. Every wasm agent's `Store` takes ~18 KiB of host heap scattered over wasmtime's
-/// structures, and there huge pages cost more than they save: with them off, wasm
-/// instantiate_many ran 38% faster, state_roundtrip 75%, publish_fanout 16%, rpc_chain 19%
-/// (interleaved A/B, 4 repetitions; `runtime/bench/PERFORMANCE.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hosting {
-    /// Mostly wasm agents (the `warren` command): huge pages off for this process.
-    WasmAgents,
-    /// Mostly native agents: mimalloc's default (huge pages where the kernel allows them).
-    NativeAgents,
-}
-
-/// Applies Warren's allocator settings: the purge delay ([`PURGE_DELAY_MS`]) and, for a process
-/// [`Hosting::WasmAgents`], no transparent huge pages. Call once, first thing in `main`. An
-/// operator's `MIMALLOC_PURGE_DELAY` or `MIMALLOC_ALLOW_THP` wins over the matching setting.
+/// Why no huge pages: with them, each first touch of a 2 MiB region of the heap zeroes all of it
+/// at once, however little of it is used. On a virtual machine whose host reclaims memory a
+/// guest frees, each of those pages is a host fault too, so a process that starts right after
+/// another one freed a lot of memory (an interleaved benchmark, a restarted service) pays for
+/// 2 MiB wherever it touches 4 KiB. Measured on the 2-core benchmark VM (sixth session,
+/// interleaved, 4 repetitions each, native agents): state_roundtrip 281k/s with huge pages off
+/// against 143k/s with them (and 41 MiB of RSS against 60), instantiate_many, rpc_concurrent and
+/// publish_fanout within the noise of each other; right after AutoGen's state_roundtrip, native
+/// state_roundtrip ran at 100-120k/s with huge pages and 280-390k/s without. Wasm agents lose
+/// more still (each `Store` scatters ~18 KiB over wasmtime's structures): with huge pages off,
+/// wasm instantiate_many ran 38% faster and state_roundtrip 75% (fourth session).
 #[allow(unsafe_code)] // FFI calls into mimalloc and prctl
-pub fn tune(hosting: Hosting) {
+pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: setting an option is thread-safe in mimalloc and takes effect for later purges.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) };
     }
-    if hosting == Hosting::WasmAgents && std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         // What `MIMALLOC_ALLOW_THP=0` does at start-up: mimalloc stops asking for huge pages for
         // new regions, and the process opts out of them (which also covers regions mimalloc
         // reserved before `main`).
@@ -100,17 +95,6 @@ pub fn purge_delay_ms() -> i64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tune_sets_the_purge_delay_unless_the_operator_did() {
-        let before = purge_delay_ms();
-        tune(Hosting::NativeAgents);
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-            assert_eq!(purge_delay_ms(), before);
-        } else {
-            assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
-        }
-    }
-
     /// Runs this test binary again on one test, in a fresh process with `env` set, and returns
     /// what it printed.
     fn probe(test: &str, env: &[(&str, &str)]) -> String {
@@ -125,42 +109,42 @@ mod tests {
         String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
     }
 
+    /// `tune` runs only in a child process: it sets a process flag (`PR_SET_THP_DISABLE`) that
+    /// every later child of this test binary would inherit.
     #[test]
-    fn wasm_hosts_turn_huge_pages_off_and_native_ones_keep_them() {
-        const TEST: &str =
-            "allocator::tests::wasm_hosts_turn_huge_pages_off_and_native_ones_keep_them";
-        if let Some(h) = std::env::var_os("WARREN_ALLOC_HOSTING") {
-            tune(if h == "wasm" {
-                Hosting::WasmAgents
-            } else {
-                Hosting::NativeAgents
-            });
+    fn tune_sets_purge_delay_and_turns_huge_pages_off_unless_the_operator_did() {
+        const TEST: &str = "allocator::tests::tune_sets_purge_delay_and_turns_huge_pages_off_unless_the_operator_did";
+        if std::env::var_os("WARREN_ALLOC_TUNE").is_some() {
+            tune();
             // SAFETY: reading an option has no preconditions.
             #[allow(unsafe_code)]
             let thp = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_ALLOW_THP) };
-            println!("disabled: {}, allow_thp: {thp}", huge_pages_disabled());
+            let disabled = huge_pages_disabled();
+            println!(
+                "disabled: {disabled}, allow_thp: {thp}, purge: {}",
+                purge_delay_ms()
+            );
             return;
         }
         if std::env::var_os("WARREN_ALLOC_PROBE").is_some() {
             return;
         }
-        let wasm = probe(TEST, &[("WARREN_ALLOC_HOSTING", "wasm")]);
-        assert!(wasm.contains("disabled: true, allow_thp: 0\n"), "{wasm}");
-        let native = probe(TEST, &[("WARREN_ALLOC_HOSTING", "native")]);
+        let tuned = probe(TEST, &[("WARREN_ALLOC_TUNE", "1")]);
         assert!(
-            native.contains("disabled: false, allow_thp: 1\n"),
-            "{native}"
+            tuned.contains("disabled: true, allow_thp: 0, purge: 10000\n"),
+            "{tuned}"
         );
-        // The operator's variable wins.
+        // The operator's variables win.
         let operator = probe(
             TEST,
             &[
-                ("WARREN_ALLOC_HOSTING", "wasm"),
+                ("WARREN_ALLOC_TUNE", "1"),
                 ("MIMALLOC_ALLOW_THP", "1"),
+                ("MIMALLOC_PURGE_DELAY", "5"),
             ],
         );
         assert!(
-            operator.contains("disabled: false, allow_thp: 1\n"),
+            operator.contains("disabled: false, allow_thp: 1, purge: 5\n"),
             "{operator}"
         );
     }

@@ -74,13 +74,8 @@ pub struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.child {
-        // The settings of the process that would host these agents: the `warren` command's for
-        // wasm agents, an embedding application's default for native ones.
-        use warren_runtime::allocator::{Hosting, tune};
-        tune(match args.variant.first().map(String::as_str) {
-            Some("wasm") => Hosting::WasmAgents,
-            _ => Hosting::NativeAgents,
-        });
+        // The allocator settings of the `warren` command (and Warren's advice to embedders).
+        warren_runtime::allocator::tune();
         return child(&args);
     }
     let components = match &args.components {

@@ -73,7 +73,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    warren_runtime::allocator::tune(warren_runtime::allocator::Hosting::WasmAgents);
+    warren_runtime::allocator::tune();
     let cli = Cli::parse();
     output::init(cli.json, cli.verbose, cli.quiet);
     let rt = match tokio::runtime::Builder::new_multi_thread()
