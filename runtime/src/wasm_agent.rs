@@ -41,7 +41,7 @@ macro_rules! call {
     ($live:expr, $call:ident $(, $arg:expr)*) => {{
         let live: &mut Live = $live;
         match &live.world {
-            World::Async(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*).await,
+            World::Async(w) => Box::pin(w.warren_agent_agent().$call(&mut live.store $(, $arg)*)).await,
             World::Sync(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*),
         }
     }};
@@ -163,6 +163,17 @@ impl WasmAgent {
             self.live = None;
         }
         if self.live.is_none() {
+            // Boxed: a new instance is rare (once per agent, and after a trap), and the state of
+            // instantiating would otherwise make every call's future kilobytes larger (and
+            // every call copy them into place).
+            Box::pin(self.revive()).await?;
+        }
+        Ok(self.live.as_mut().expect("just ensured"))
+    }
+
+    /// Instantiates the component afresh, restoring the last saved or loaded state.
+    async fn revive(&mut self) -> Result<(), Error> {
+        {
             let mut live = instantiate(&self.shared, self.id.clone(), self.runtime.clone())
                 .await
                 .map_err(|e| Error::Trapped {
@@ -193,7 +204,7 @@ impl WasmAgent {
             tracing::info!(agent = %self.id, restored = self.last_state.is_some(), "fresh instance");
             self.live = Some(live);
         }
-        Ok(self.live.as_mut().expect("just ensured"))
+        Ok(())
     }
 
     /// Discards the instance after a trap and reports it: a breached limit as that limit, any

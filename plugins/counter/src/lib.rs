@@ -38,13 +38,11 @@ pub struct Counter {
 
 /// `"note-" + key`, padded with `.` to exactly 64 bytes (the benchmark's initial note).
 pub fn note(key: &str) -> String {
-    const WIDTH: usize = 64;
-    const DOTS: &str = "................................................................";
-    let mut n = String::with_capacity(WIDTH.max(5 + key.len()));
-    n.push_str("note-");
-    n.push_str(key);
-    n.push_str(&DOTS[..WIDTH.saturating_sub(n.len())]);
-    n.truncate(WIDTH);
+    let mut n = format!("note-{key}");
+    while n.len() < 64 {
+        n.push('.');
+    }
+    n.truncate(64);
     n
 }
 
