@@ -9,6 +9,7 @@ chain request). Use it to A/B a change: same command before and after.
 
     python3 runtime/bench/instructions.py                          # rpc_roundtrip, wasm
     python3 runtime/bench/instructions.py --workload publish_fanout --variant native
+    python3 runtime/bench/instructions.py --workload state_roundtrip --variant native
     python3 runtime/bench/instructions.py --components /tmp/old-guests   # other guest builds
 
 Needs valgrind (Debian: `apt-get install valgrind`). Run it twice after rebuilding guests: the first
@@ -29,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # pool (the host falls back to on-demand allocation and runs out after ~30 instances).
 SIZES = {"rpc_roundtrip": (10000, 30000), "rpc_concurrent": (10000, 30000),
          "publish_fanout": (500, 1500), "rpc_chain": (1000, 3000)}
+# Native agents need no instance pool, so these two run under valgrind for `--variant native`
+# (per agent: the whole workload, setup included, since every phase grows with the agent count).
+NATIVE_ONLY = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)}
 
 
 def instructions(bench: Path, workload: str, variant: str, n: int, components: Path) -> int:
@@ -45,12 +49,14 @@ def instructions(bench: Path, workload: str, variant: str, n: int, components: P
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="rpc_roundtrip", choices=sorted(SIZES))
+    ap.add_argument("--workload", default="rpc_roundtrip", choices=sorted({**SIZES, **NATIVE_ONLY}))
     ap.add_argument("--variant", default="wasm", choices=["wasm", "native"])
     ap.add_argument("--components", type=Path, default=ROOT / "target/guests/wasm32-wasip2/guest")
     ap.add_argument("--bench", type=Path, default=ROOT / "target/release/warren-bench")
     args = ap.parse_args()
-    small, large = SIZES[args.workload]
+    if args.workload in NATIVE_ONLY and args.variant != "native":
+        sys.exit(f"{args.workload} runs under valgrind for --variant native only (see NATIVE_ONLY)")
+    small, large = {**SIZES, **NATIVE_ONLY}[args.workload]
     a = instructions(args.bench, args.workload, args.variant, small, args.components)
     b = instructions(args.bench, args.workload, args.variant, large, args.components)
     print(f"{args.workload} {args.variant}: {(b - a) / (large - small):,.0f} instructions per operation "
