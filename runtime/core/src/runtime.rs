@@ -1732,19 +1732,17 @@ impl AgentRuntime {
         let cells = self.instantiated_cells();
         let mut out = Map::with_capacity(cells.len());
         for cell in cells {
-            let id = cell.id.clone();
+            // The agent's own (already boxed) future, not one more wrapped around it: this runs
+            // once per agent.
             let state = self
                 .inner
-                .control(&cell, move |a| {
-                    Box::pin(async move {
-                        a.save_state().await.map_err(|source| Error::StateFailed {
-                            agent: id,
-                            op: "save",
-                            source,
-                        })
-                    })
-                })
-                .await??;
+                .control(&cell, |a| a.save_state())
+                .await?
+                .map_err(|source| Error::StateFailed {
+                    agent: cell.id.clone(),
+                    op: "save",
+                    source,
+                })?;
             out.insert(cell.id.joined(), state);
         }
         Ok(out)
@@ -1789,20 +1787,14 @@ impl AgentRuntime {
             _ => unreachable!("checked to be an object above"),
         };
         for (cell, value) in cells.into_iter().zip(states) {
-            let id = cell.id.clone();
             self.inner
-                .control(&cell, move |a| {
-                    Box::pin(async move {
-                        a.load_state(value)
-                            .await
-                            .map_err(|source| Error::StateFailed {
-                                agent: id,
-                                op: "load",
-                                source,
-                            })
-                    })
-                })
-                .await??;
+                .control(&cell, move |a| a.load_state(value))
+                .await?
+                .map_err(|source| Error::StateFailed {
+                    agent: cell.id.clone(),
+                    op: "load",
+                    source,
+                })?;
         }
         Ok(())
     }

@@ -368,7 +368,57 @@ async fn malformed_state_documents_are_typed_and_change_nothing() {
     let e = within(b.load_state(&json!({ "name1/a": { "state": "nope" } })))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::StateFailed { op: "load", .. }), "{e}");
+    match &e {
+        Error::StateFailed {
+            agent,
+            op: "load",
+            source,
+        } => {
+            assert_eq!(agent.to_string(), "name1/a");
+            assert!(source.to_string().contains("must be an integer"), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+/// An agent whose state cannot be saved.
+struct Unsaveable;
+impl RoutedAgent for Unsaveable {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc_sync(|_: &mut Unsaveable, m: &Set, _| Ok::<_, BoxError>(m.0));
+    }
+    fn save_state(&mut self) -> Result<serde_json::Value, BoxError> {
+        Err("disk full".into())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_save_names_the_agent_and_keeps_its_error() {
+    let rt = AgentRuntime::new();
+    rt.register_routed("ok", |_| Stateful::default())
+        .await
+        .unwrap();
+    rt.register_routed("bad", |_| Unsaveable).await.unwrap();
+    rt.start().unwrap();
+    within(rt.send::<i64>(Set(1), &id("ok/a"))).await.unwrap();
+    within(rt.send::<i64>(Set(2), &id("bad/b"))).await.unwrap();
+    match within(rt.save_state()).await.unwrap_err() {
+        Error::StateFailed {
+            agent,
+            op: "save",
+            source,
+        } => {
+            assert_eq!(agent.to_string(), "bad/b");
+            assert_eq!(source.to_string(), "disk full");
+        }
+        other => panic!("{other}"),
+    }
+    // The runtime keeps serving: the agent that failed to save still answers.
+    assert_eq!(
+        within(rt.send::<i64>(Set(3), &id("bad/b"))).await.unwrap(),
+        3
+    );
+    within(rt.stop_when_idle()).await.unwrap();
 }
 
 #[tokio::test]
