@@ -158,14 +158,22 @@ fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payl
 /// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
 /// `serde_json::Value`, which accepts anything).
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
+    decode_as(&p.type_name, p.content_type.as_deref(), &p.data)
+}
+
+/// Decodes data of type `type_name` into `T`, which must be that type (or `serde_json::Value`).
+fn decode_as<T: DeserializeOwned + 'static>(
+    type_name: &str,
+    content_type: Option<&str>,
+    data: &[u8],
+) -> Result<T, Error> {
     let expected = type_name_ref::<T>();
-    if p.type_name != expected && expected != "Value" {
+    if type_name != expected && expected != "Value" {
         return Err(Error::Other(format!(
-            "expected a `{expected}`, got a `{}`",
-            p.type_name
+            "expected a `{expected}`, got a `{type_name}`"
         )));
     }
-    decode_data(&p.type_name, p.content_type.as_deref(), &p.data)
+    decode_data(type_name, content_type, data)
 }
 
 /// Decodes the JSON `data` of a message of type `type_name` (already matched) into `T`.
@@ -206,13 +214,7 @@ fn data_ref(d: &MessageData) -> Result<DataRef<'_>, Error> {
         MessageData::Bytes(b) => Ok(DataRef::List(b)),
         MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
             .map(DataRef::Inline)
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "inline message data of {} bytes; at most {} fit",
-                    b.len,
-                    inline::CAPACITY
-                ))
-            }),
+            .map_err(|e| Error::Other(e.to_string())),
     }
 }
 
@@ -283,30 +285,29 @@ fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
 
 /// Decodes an answer into `R`, which must be the answer's type (or `serde_json::Value`).
 fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error> {
-    let expected = type_name_ref::<R>();
     TYPES.with(|t| {
         let t = t.borrow();
-        let t = t.as_deref().unwrap_or_default();
-        let name = match &m.message_type {
-            MessageType::Named(n) => n.as_str(),
-            MessageType::Declared(i) => t.get(*i as usize).map(String::as_str).ok_or_else(|| {
-                Error::Other(format!(
-                    "answered with message type index {i}, but this component declared {} types",
-                    t.len()
-                ))
-            })?,
-        };
-        if name != expected && expected != "Value" {
-            return Err(Error::Other(format!(
-                "expected a `{expected}`, got a `{name}`"
-            )));
-        }
-        decode_data(
+        let name = name_in(t.as_deref().unwrap_or_default(), &m.message_type)?;
+        decode_as(
             name,
             m.content_type.as_deref(),
             data_ref(&m.data)?.as_slice(),
         )
     })
+}
+
+/// The name of message type `t` in the type table `types`; an index outside it is the sender's
+/// error.
+fn name_in<'a>(types: &'a [String], t: &'a MessageType) -> Result<&'a str, Error> {
+    match t {
+        MessageType::Declared(i) => types.get(*i as usize).map(String::as_str).ok_or_else(|| {
+            Error::Other(format!(
+                "message type index {i} is not in this agent's table of {} types",
+                types.len()
+            ))
+        }),
+        MessageType::Named(name) => Ok(name),
+    }
 }
 
 /// Sends `message` to `recipient` as this agent and decodes its response as `R`.
@@ -642,20 +643,7 @@ impl<A: 'static> Handlers<A> {
 
     /// The type's name; an index outside the table is the caller's error.
     fn type_name<'a>(&'a self, t: &'a MessageType) -> Result<&'a str, Error> {
-        match t {
-            MessageType::Declared(i) => {
-                self.types
-                    .get(*i as usize)
-                    .map(String::as_str)
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "message type index {i} is not in this agent's table of {} types",
-                            self.types.len()
-                        ))
-                    })
-            }
-            MessageType::Named(name) => Ok(name),
-        }
+        name_in(&self.types, t)
     }
 
     /// A payload as `handle` receives it (the type interned if it is in the table).

@@ -106,13 +106,7 @@ fn data_from_wit(data: wit::MessageData) -> Result<Vec<u8>, wit::Error> {
         wit::MessageData::Bytes(b) => Ok(b),
         wit::MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
             .map(|u| u.as_slice().to_vec())
-            .ok_or_else(|| {
-                wit::Error::Other(format!(
-                    "inline message data of {} bytes; at most {} fit",
-                    b.len,
-                    inline::CAPACITY
-                ))
-            }),
+            .map_err(|e| wit::Error::Other(e.to_string())),
     }
 }
 

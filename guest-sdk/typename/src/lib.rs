@@ -142,18 +142,33 @@ pub mod inline {
         }
     }
 
-    /// The `len` bytes packed in `words`, or `None` when `len` is above [`CAPACITY`] (the
-    /// sender's error).
-    pub fn unpack(len: u8, words: [u64; 4]) -> Option<Unpacked> {
-        let len = usize::from(len);
-        if len > CAPACITY {
-            return None;
+    /// An inline length above [`CAPACITY`]: the sender's error, worded alike on both sides.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct TooLong(pub u8);
+
+    impl std::fmt::Display for TooLong {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "inline message data of {} bytes; at most {CAPACITY} fit",
+                self.0
+            )
         }
+    }
+
+    impl std::error::Error for TooLong {}
+
+    /// The `len` bytes packed in `words`.
+    pub fn unpack(len: u8, words: [u64; 4]) -> Result<Unpacked, TooLong> {
+        if usize::from(len) > CAPACITY {
+            return Err(TooLong(len));
+        }
+        let len = usize::from(len);
         let mut bytes = [0u8; CAPACITY];
         for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        Some(Unpacked { bytes, len })
+        Ok(Unpacked { bytes, len })
     }
 }
 
@@ -241,7 +256,10 @@ mod tests {
             u64::from_le_bytes(*b"{\"i\":1}\0")
         );
         assert!(inline::pack(&data[..33]).is_none());
-        assert!(inline::unpack(33, [0; 4]).is_none());
-        assert!(inline::unpack(255, [0; 4]).is_none());
+        assert_eq!(inline::unpack(33, [0; 4]).unwrap_err(), inline::TooLong(33));
+        assert_eq!(
+            inline::unpack(255, [0; 4]).unwrap_err().to_string(),
+            "inline message data of 255 bytes; at most 32 fit"
+        );
     }
 }

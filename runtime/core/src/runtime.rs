@@ -1738,11 +1738,7 @@ impl AgentRuntime {
                 .inner
                 .control(&cell, |a| a.save_state())
                 .await?
-                .map_err(|source| Error::StateFailed {
-                    agent: cell.id.clone(),
-                    op: "save",
-                    source,
-                })?;
+                .map_err(state_failed(&cell.id, "save"))?;
             out.insert(cell.id.joined(), state);
         }
         Ok(out)
@@ -1790,11 +1786,7 @@ impl AgentRuntime {
             self.inner
                 .control(&cell, move |a| a.load_state(value))
                 .await?
-                .map_err(|source| Error::StateFailed {
-                    agent: cell.id.clone(),
-                    op: "load",
-                    source,
-                })?;
+                .map_err(state_failed(&cell.id, "load"))?;
         }
         Ok(())
     }
@@ -1803,6 +1795,12 @@ impl AgentRuntime {
     pub fn downgrade(&self) -> WeakRuntime {
         WeakRuntime(Arc::downgrade(&self.inner))
     }
+}
+
+/// Wraps an agent's own save or load error, naming the agent and the operation.
+fn state_failed(agent: &AgentId, op: &'static str) -> impl FnOnce(BoxError) -> Error {
+    let agent = agent.clone();
+    move |source| Error::StateFailed { agent, op, source }
 }
 
 /// A state document for [`AgentRuntime::load_state`]: a `Value`, whose states are moved into the
