@@ -14,9 +14,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use warren_core::{
-    Agent, AgentContext, AgentId, BoxError, Error, Message, MessageContext, Target, WeakRuntime,
+    Agent, AgentContext, AgentId, AgentState, BoxError, Error, Message, MessageContext, Target,
+    WeakRuntime,
 };
 use wasmtime::Store;
 
@@ -65,7 +65,7 @@ pub(crate) struct WasmAgent {
     description: String,
     live: Option<Live>,
     /// The last state saved or loaded, restored into a fresh instance after a trap.
-    last_state: Option<String>,
+    last_state: Option<AgentState>,
 }
 
 async fn instantiate(
@@ -182,7 +182,7 @@ impl WasmAgent {
                 })?;
             if let Some(state) = &self.last_state {
                 live.arm(&self.shared);
-                let r = call!(&mut live, call_load_state, state);
+                let r = call!(&mut live, call_load_state, state.json());
                 live.in_call = false;
                 match r {
                     Ok(Ok(())) => {}
@@ -296,7 +296,7 @@ impl Agent for WasmAgent {
         self.description.clone()
     }
 
-    async fn save_state(&mut self) -> Result<Value, BoxError> {
+    async fn save_state(&mut self) -> Result<AgentState, BoxError> {
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
@@ -307,26 +307,26 @@ impl Agent for WasmAgent {
             Ok(Err(msg)) => return Err(msg.into()),
             Err(e) => return Err(Box::new(self.trapped(&e))),
         };
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
+        // Checked once here (the runtime's documents embed it as it is), not parsed into a tree.
+        let state = AgentState::from_json(text).map_err(|e| {
             format!(
                 "plugin `{}` saved state that is not JSON: {e}",
                 self.shared.name
             )
         })?;
-        self.last_state = Some(text);
-        Ok(value)
+        self.last_state = Some(state.clone());
+        Ok(state)
     }
 
-    async fn load_state(&mut self, state: Value) -> Result<(), BoxError> {
-        let text = state.to_string();
+    async fn load_state(&mut self, state: AgentState) -> Result<(), BoxError> {
         let shared = self.shared.clone();
         let live = self.live().await?;
         live.arm(&shared);
-        let r = call!(live, call_load_state, &text);
+        let r = call!(live, call_load_state, state.json());
         live.in_call = false;
         match r {
             Ok(Ok(())) => {
-                self.last_state = Some(text);
+                self.last_state = Some(state);
                 Ok(())
             }
             Ok(Err(msg)) => Err(msg.into()),

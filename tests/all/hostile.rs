@@ -462,7 +462,8 @@ async fn tenants_cannot_see_each_other() {
     within(good.runtime().stop_when_idle()).await.unwrap();
     let state = within(good.runtime().save_state()).await.unwrap();
     assert_eq!(
-        state["counter/secret"]["counter"], 5,
+        state.get("counter/secret").unwrap().to_value()["counter"],
+        5,
         "untouched by the publish"
     );
     let theirs = within(bad.runtime().save_state()).await.unwrap();

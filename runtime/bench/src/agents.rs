@@ -5,10 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use warren_runtime::{
-    AgentId, AgentRuntime, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest, MessageContext,
-    RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
+    AgentId, AgentRuntime, AgentState, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest,
+    MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
 };
 
 macro_rules! message {
@@ -80,8 +80,8 @@ impl RoutedAgent for Sub {
             Ok::<_, BoxError>(())
         });
     }
-    fn save_state(&mut self) -> Result<Value, BoxError> {
-        Ok(json!({ "counter": self.count }))
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::new(&json!({ "counter": self.count }))?)
     }
 }
 
@@ -129,27 +129,34 @@ impl RoutedAgent for Stateful {
             })
         });
     }
-    fn save_state(&mut self) -> Result<Value, BoxError> {
-        Ok(json!({ "counter": self.counter, "note": self.note }))
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::new(&SavedStateful {
+            counter: self.counter,
+            note: &self.note,
+        })?)
     }
-    fn load_state(&mut self, s: Value) -> Result<(), BoxError> {
-        let Value::Object(s) = s else {
-            return Err("state must be an object".into());
-        };
-        // One pass over the two entries: a lookup by key would hash it (SipHash, in the
-        // insertion-ordered map serde_json keeps) twice per agent.
-        let (mut counter, mut note) = (None, None);
-        for (k, v) in s {
-            match (k.as_str(), v) {
-                ("counter", v) => counter = v.as_i64(),
-                ("note", Value::String(n)) => note = Some(n),
-                _ => {}
-            }
-        }
-        self.counter = counter.ok_or("counter must be an integer")?;
-        self.note = note.ok_or("note must be a string")?;
+    fn load_state(&mut self, s: AgentState) -> Result<(), BoxError> {
+        let s: LoadedStateful = s
+            .decode()
+            .map_err(|e| format!("bad `stateful` state: {e}"))?;
+        self.counter = s.counter;
+        self.note = s.note;
         Ok(())
     }
+}
+
+/// `stateful`'s state as saved: `{"counter": .., "note": ..}`, written straight from the agent.
+#[derive(Serialize)]
+struct SavedStateful<'a> {
+    counter: i64,
+    note: &'a str,
+}
+
+/// `stateful`'s state as loaded.
+#[derive(Deserialize)]
+struct LoadedStateful {
+    counter: i64,
+    note: String,
 }
 
 /// How agents are provided: native types, or the wasm plugins.
@@ -327,14 +334,18 @@ mod tests {
         };
         b.load_state(saved).unwrap();
         assert_eq!((b.counter, b.note.as_str()), (7, note("7").as_str()));
+        assert_eq!(
+            a.save_state().unwrap().to_value(),
+            json!({"counter": 7, "note": note("7")})
+        );
         for (bad, why) in [
-            (json!({"note": "n"}), "counter"),
-            (json!({"counter": "1", "note": "n"}), "counter"),
-            (json!({"counter": 1}), "note"),
-            (json!({"counter": 1, "note": 2}), "note"),
-            (json!([1, 2]), "object"),
+            (json!({"note": "n"}), "missing field `counter`"),
+            (json!({"counter": "1", "note": "n"}), "expected i64"),
+            (json!({"counter": 1}), "missing field `note`"),
+            (json!({"counter": 1, "note": 2}), "expected a string"),
+            (json!("x"), "expected struct"),
         ] {
-            let err = b.load_state(bad.clone()).unwrap_err().to_string();
+            let err = b.load_state(bad.clone().into()).unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure};
 use serde_json::{Value, json};
-use warren_runtime::{AgentId, AgentRuntime, TopicId};
+use warren_runtime::{AgentId, AgentRuntime, SavedState, TopicId};
 
 use crate::agents::*;
 
@@ -251,7 +251,7 @@ async fn fanout_deliveries(rt: &AgentRuntime, v: &Variant) -> anyhow::Result<Vec
             let mut counts = Vec::new();
             for j in 0..100 {
                 let s = rt.agent_save_state(&id(&format!("sub{j}"), "s")).await?;
-                counts.push(s["counter"].as_u64().unwrap_or(0));
+                counts.push(s.to_value()["counter"].as_u64().unwrap_or(0));
             }
             Ok(counts)
         }
@@ -382,7 +382,7 @@ async fn state_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resu
     v.stateful(&b).await?;
     let t0 = Timer::start();
     let t = Instant::now();
-    let loaded: Value = serde_json::from_str(&blob)?;
+    let loaded: SavedState = serde_json::from_str(&blob)?;
     let loads_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     // By value: each agent gets its state moved out of the parsed document.
@@ -411,7 +411,7 @@ async fn state_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resu
         extra: json!({
             "save_s": save_s, "dumps_s": dumps_s, "loads_s": loads_s, "load_s": load_s,
             "state_bytes": blob.len(),
-            "state_encoding": "each agent's own JSON object embedded as-is (compact separators)",
+            "state_encoding": "each agent's own JSON text (compact separators), embedded as-is and read back as text",
         }),
     })
 }

@@ -14,7 +14,7 @@ use tokio::io::AsyncBufReadExt;
 use warren_runtime::discover::{check_components, discover};
 use warren_runtime::{
     AgentId, AgentRuntime, BoxError, Intervention, InterventionHandler, Message, Payload,
-    PublishContext, SendOptions, TopicId, WasmHost, async_trait,
+    PublishContext, SavedState, SendOptions, TopicId, WasmHost, async_trait,
 };
 
 use crate::output::{self, body, fatal, line};
@@ -278,7 +278,7 @@ async fn deliver(runtime: &AgentRuntime, order: Order) -> bool {
     }
 }
 
-fn write_state(path: &Path, state: &serde_json::Map<String, Value>) -> anyhow::Result<()> {
+fn write_state(path: &Path, state: &SavedState) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -304,9 +304,9 @@ pub async fn run(args: RunArgs) -> u8 {
     {
         let loaded = std::fs::read(path)
             .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(serde_json::from_slice::<Value>(&b)?));
+            .and_then(|b| Ok(serde_json::from_slice::<SavedState>(&b)?));
         let result = match loaded {
-            Ok(doc) => runtime.load_state(&doc).await.map_err(anyhow::Error::from),
+            Ok(doc) => runtime.load_state(doc).await.map_err(anyhow::Error::from),
             Err(e) => Err(e),
         };
         if let Err(e) = result {

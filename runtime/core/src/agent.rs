@@ -7,13 +7,13 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BoxError, Error, Target};
 use crate::id::{AgentId, DEFAULT_TOPIC_TYPE, MessageId, TopicId};
 use crate::message::Message;
 use crate::runtime::{AgentRuntime, Inner, PublishOptions, SendOptions};
+use crate::state::AgentState;
 
 /// An agent: handles one message at a time.
 ///
@@ -34,13 +34,15 @@ pub trait Agent: Any + Send {
         String::new()
     }
 
-    /// The agent's state as a JSON value (AutoGen: a mapping). The default is `{}`.
-    async fn save_state(&mut self) -> Result<Value, BoxError> {
-        Ok(Value::Object(Default::default()))
+    /// The agent's state: a JSON value (AutoGen: a mapping), as [`AgentState::new`] writes it
+    /// from any serializable type. The default is `{}`.
+    async fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::default())
     }
 
-    /// Restores state produced by [`Agent::save_state`]. The default ignores it.
-    async fn load_state(&mut self, _state: Value) -> Result<(), BoxError> {
+    /// Restores state produced by [`Agent::save_state`] ([`AgentState::decode`] reads it into
+    /// the agent's own types). The default ignores it.
+    async fn load_state(&mut self, _state: AgentState) -> Result<(), BoxError> {
         Ok(())
     }
 

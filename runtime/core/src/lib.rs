@@ -11,6 +11,7 @@
 //! - [`routed`]: typed handlers per message type ([`RoutedAgent`]).
 //! - [`intervention`]: hooks on every send, publish and response.
 //! - [`runtime`]: the [`AgentRuntime`] itself: queue, mailboxes, lifecycle and state.
+//! - [`state`]: saved state, one agent's ([`AgentState`]) and a runtime's ([`SavedState`]).
 //!
 //! ```
 //! use warren_core::{AgentRuntime, AgentId, BoxError, RoutedAgent, Routes};
@@ -44,6 +45,7 @@ pub mod intervention;
 pub mod message;
 pub mod routed;
 pub mod runtime;
+pub mod state;
 pub mod subscription;
 
 pub use agent::{Agent, AgentContext, AgentMetadata, MessageContext};
@@ -54,8 +56,9 @@ pub use message::{JSON, JsonSerializer, Message, MessageSerializer, Payload, Ser
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{
     AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,
-    PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, StateDocument, WeakRuntime,
+    PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, WeakRuntime,
 };
+pub use state::{AgentState, SavedState, StateDocument};
 pub use subscription::Subscription;
 pub use tokio_util::sync::CancellationToken;
 

@@ -32,11 +32,11 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::agent::{Agent, MessageContext};
 use crate::error::{BoxError, Error};
 use crate::message::{Message, MessageSerializer, decode_payload, type_name_of};
+use crate::state::AgentState;
 use crate::subscription::Subscription;
 use crate::{AgentType, JsonSerializer};
 
@@ -58,13 +58,13 @@ pub trait RoutedAgent: Send + Sized + 'static {
         Vec::new()
     }
 
-    /// The agent's state. The default is `{}`.
-    fn save_state(&mut self) -> Result<Value, BoxError> {
-        Ok(Value::Object(Default::default()))
+    /// The agent's state (see [`Agent::save_state`]). The default is `{}`.
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::default())
     }
 
     /// Restores state from [`RoutedAgent::save_state`]. The default ignores it.
-    fn load_state(&mut self, state: Value) -> Result<(), BoxError> {
+    fn load_state(&mut self, state: AgentState) -> Result<(), BoxError> {
         let _ = state;
         Ok(())
     }
@@ -373,11 +373,11 @@ impl<A: RoutedAgent> Agent for Routed<A> {
         self.agent.description()
     }
 
-    async fn save_state(&mut self) -> Result<Value, BoxError> {
+    async fn save_state(&mut self) -> Result<AgentState, BoxError> {
         self.agent.save_state()
     }
 
-    async fn load_state(&mut self, state: Value) -> Result<(), BoxError> {
+    async fn load_state(&mut self, state: AgentState) -> Result<(), BoxError> {
         self.agent.load_state(state)
     }
 

@@ -31,7 +31,6 @@ use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,6 +42,7 @@ use crate::id::{AgentId, AgentType, MessageId, SubscriptionId, TopicId};
 use crate::intervention::{Intervention, InterventionHandler, PublishContext};
 use crate::message::{Message, MessageSerializer, SerializerRegistry};
 use crate::routed::{Routed, RoutedAgent, build_routes};
+use crate::state::{AgentState, SavedState, StateDocument};
 use crate::subscription::{Subscription, SubscriptionManager};
 
 /// A factory producing boxed agents.
@@ -622,7 +622,7 @@ impl AgentRuntime {
     }
 
     /// One agent's state; instantiates it if needed.
-    pub async fn agent_save_state(&self, agent: &AgentId) -> Result<Value, Error> {
+    pub async fn agent_save_state(&self, agent: &AgentId) -> Result<AgentState, Error> {
         let cell = self.inner.cell_for(agent)?;
         let id = agent.clone();
         self.inner
@@ -639,7 +639,12 @@ impl AgentRuntime {
     }
 
     /// Loads one agent's state; instantiates it if needed.
-    pub async fn agent_load_state(&self, agent: &AgentId, state: Value) -> Result<(), Error> {
+    pub async fn agent_load_state(
+        &self,
+        agent: &AgentId,
+        state: impl Into<AgentState>,
+    ) -> Result<(), Error> {
+        let state = state.into();
         let cell = self.inner.cell_for(agent)?;
         let id = agent.clone();
         self.inner
@@ -1713,24 +1718,28 @@ impl AgentRuntime {
         stopped
     }
 
+    /// The instantiated agents in creation order. Sorted by a copy of each sequence number kept
+    /// beside its cell: comparing through the `Arc` would read a scattered cell per comparison.
     fn instantiated_cells(&self) -> Vec<Arc<Cell>> {
-        let mut cells: Vec<Arc<Cell>> = self
+        let mut cells: Vec<(u64, Arc<Cell>)> = self
             .inner
             .agents
             .read()
             .values()
             .filter(|c| c.is_instantiated())
-            .cloned()
+            .map(|c| (c.seq, c.clone()))
             .collect();
-        cells.sort_by_key(|c| c.seq);
-        cells
+        // Sequence numbers are unique, so an unstable sort gives the one order.
+        cells.sort_unstable_by_key(|(seq, _)| *seq);
+        cells.into_iter().map(|(_, c)| c).collect()
     }
 
     /// Every instantiated agent's state, keyed `"type/key"` in creation order: the same document
-    /// AutoGen's `save_state` produces, so a state file moves between the two.
-    pub async fn save_state(&self) -> Result<Map<String, Value>, Error> {
+    /// AutoGen's `save_state` produces (serialize it with serde_json), so a state file moves
+    /// between the two.
+    pub async fn save_state(&self) -> Result<SavedState, Error> {
         let cells = self.instantiated_cells();
-        let mut out = Map::with_capacity(cells.len());
+        let mut out = SavedState::with_capacity(cells.len());
         for cell in cells {
             // The agent's own (already boxed) future, not one more wrapped around it: this runs
             // once per agent.
@@ -1739,27 +1748,20 @@ impl AgentRuntime {
                 .control(&cell, |a| a.save_state())
                 .await?
                 .map_err(state_failed(&cell.id, "save"))?;
-            out.insert(cell.id.joined(), state);
+            out.push(cell.id.joined(), state);
         }
         Ok(out)
     }
 
-    /// Loads a document from [`AgentRuntime::save_state`]. The whole document is validated first
-    /// (an object; every key a valid `type/key` of a registered type; factory types or existing
-    /// instances), so a malformed document changes nothing. AutoGen silently skips unknown types;
-    /// Warren names them.
+    /// Loads a document from [`AgentRuntime::save_state`] (a [`SavedState`], or a JSON object as
+    /// a `Value`). The whole document is validated first (every key a valid `type/key` of a
+    /// registered type; factory types or existing instances), so a malformed document changes
+    /// nothing. AutoGen silently skips unknown types; Warren names them.
     ///
-    /// Pass the document by value (`Value`) to hand each agent its state without a copy, or by
-    /// reference (`&Value`) to keep it.
+    /// Pass the document by value to hand each agent its state without a copy, or by reference
+    /// to keep it.
     pub async fn load_state<'v>(&self, state: impl StateDocument<'v>) -> Result<(), Error> {
-        let state = state.into_document();
-        let doc = state.as_object().ok_or_else(|| Error::InvalidState {
-            key: "<document>".to_owned(),
-            reason: format!(
-                "expected a JSON object keyed \"type/key\", got {}",
-                json_kind(&state)
-            ),
-        })?;
+        let doc = state.into_document()?;
         let mut cells = Vec::with_capacity(doc.len());
         // Room for every new agent at once, instead of rehashing as the map grows.
         self.inner.agents.write().reserve(doc.len());
@@ -1767,24 +1769,23 @@ impl AgentRuntime {
             let id: AgentId = key
                 .parse()
                 .map_err(|e: crate::IdError| Error::InvalidState {
-                    key: key.clone(),
+                    key: key.to_owned(),
                     reason: e.to_string(),
                 })?;
             let cell = self.inner.cell_for(&id).map_err(|e| Error::InvalidState {
-                key: key.clone(),
+                key: key.to_owned(),
                 reason: e.to_string(),
             })?;
             cells.push(cell);
         }
         // Every key is valid: now the states, in document order, moved out of an owned document.
-        let states: Box<dyn Iterator<Item = Value> + Send> = match state {
-            Cow::Owned(Value::Object(doc)) => Box::new(doc.into_iter().map(|(_, v)| v)),
-            Cow::Borrowed(Value::Object(doc)) => Box::new(doc.values().cloned()),
-            _ => unreachable!("checked to be an object above"),
+        let states: Box<dyn Iterator<Item = AgentState> + Send> = match doc {
+            Cow::Owned(doc) => Box::new(doc.into_iter().map(|(_, s)| s)),
+            Cow::Borrowed(doc) => Box::new(doc.iter().map(|(_, s)| s.clone())),
         };
-        for (cell, value) in cells.into_iter().zip(states) {
+        for (cell, state) in cells.into_iter().zip(states) {
             self.inner
-                .control(&cell, move |a| a.load_state(value))
+                .control(&cell, move |a| a.load_state(state))
                 .await?
                 .map_err(state_failed(&cell.id, "load"))?;
         }
@@ -1801,25 +1802,6 @@ impl AgentRuntime {
 fn state_failed(agent: &AgentId, op: &'static str) -> impl FnOnce(BoxError) -> Error {
     let agent = agent.clone();
     move |source| Error::StateFailed { agent, op, source }
-}
-
-/// A state document for [`AgentRuntime::load_state`]: a `Value`, whose states are moved into the
-/// agents, or a `&Value`, which is kept and copied from.
-pub trait StateDocument<'v> {
-    /// The document, owned or borrowed.
-    fn into_document(self) -> Cow<'v, Value>;
-}
-
-impl<'v> StateDocument<'v> for Value {
-    fn into_document(self) -> Cow<'v, Value> {
-        Cow::Owned(self)
-    }
-}
-
-impl<'v> StateDocument<'v> for &'v Value {
-    fn into_document(self) -> Cow<'v, Value> {
-        Cow::Borrowed(self)
-    }
 }
 
 /// A weak reference to an [`AgentRuntime`].
@@ -1854,16 +1836,5 @@ fn fail_envelope(env: Envelope) {
         Envelope::Publish { topic, message, .. } => {
             tracing::warn!(%topic, message_type = message.type_name(), "published message discarded: the runtime stopped before routing it");
         }
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warren_core::{
-    Agent, AgentId, AgentRuntime, AgentType, BoxError, Error, JsonSerializer, Message,
-    MessageContext, MessageSerializer, Payload, RoutedAgent, Routes, Subscription, Target, TopicId,
-    async_trait,
+    Agent, AgentId, AgentRuntime, AgentState, AgentType, BoxError, Error, JsonSerializer, Message,
+    MessageContext, MessageSerializer, Payload, RoutedAgent, Routes, SavedState, Subscription,
+    Target, TopicId, async_trait,
 };
 
 use crate::common::*;
@@ -218,11 +218,11 @@ impl RoutedAgent for Stateful {
             Ok::<_, BoxError>(a.state)
         });
     }
-    fn save_state(&mut self) -> Result<serde_json::Value, BoxError> {
-        Ok(json!({ "state": self.state }))
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::new(&json!({ "state": self.state }))?)
     }
-    fn load_state(&mut self, s: serde_json::Value) -> Result<(), BoxError> {
-        self.state = s["state"]
+    fn load_state(&mut self, s: AgentState) -> Result<(), BoxError> {
+        self.state = s.to_value()["state"]
             .as_i64()
             .ok_or("state.state must be an integer")?;
         Ok(())
@@ -240,17 +240,15 @@ async fn case_73_state_moves_between_runtimes() {
         .await
         .unwrap();
     let doc = within(a.save_state()).await.unwrap();
-    assert_eq!(
-        serde_json::Value::Object(doc.clone()),
-        json!({ "name1/default": { "state": 1 } })
-    );
+    assert_eq!(doc.to_value(), json!({ "name1/default": { "state": 1 } }));
     // Through text, as a state file would go.
     let text = serde_json::to_string(&doc).unwrap();
+    assert_eq!(text, r#"{"name1/default":{"state":1}}"#);
     let b = AgentRuntime::new();
     b.register_routed("name1", |_| Stateful::default())
         .await
         .unwrap();
-    within(b.load_state(&serde_json::from_str(&text).unwrap()))
+    within(b.load_state(serde_json::from_str::<SavedState>(&text).unwrap()))
         .await
         .unwrap();
     let s = b
@@ -261,7 +259,8 @@ async fn case_73_state_moves_between_runtimes() {
     assert_eq!(
         within(b.agent_save_state(&id("name1/default")))
             .await
-            .unwrap(),
+            .unwrap()
+            .to_value(),
         json!({ "state": 1 })
     );
 }
@@ -284,12 +283,46 @@ async fn load_state_takes_the_document_by_value_or_by_reference() {
             within(b.load_state(&doc)).await.unwrap();
         }
         // Every agent got its own entry, and the agents exist in document order.
+        let saved = within(b.save_state()).await.unwrap();
+        assert_eq!(saved.to_value(), doc, "by value: {by_value}");
         assert_eq!(
-            serde_json::Value::Object(within(b.save_state()).await.unwrap()),
-            doc,
-            "by value: {by_value}"
+            saved.keys().collect::<Vec<_>>(),
+            ["name1/a", "name1/b", "name1/c"]
         );
+        // The same through a SavedState, by value and by reference.
+        let c = AgentRuntime::new();
+        c.register_routed("name1", |_| Stateful::default())
+            .await
+            .unwrap();
+        if by_value {
+            within(c.load_state(saved.clone())).await.unwrap();
+        } else {
+            within(c.load_state(&saved)).await.unwrap();
+        }
+        assert_eq!(within(c.save_state()).await.unwrap(), saved);
     }
+}
+
+#[tokio::test]
+async fn a_key_that_appears_twice_loads_its_last_state() {
+    // JSON allows it; serde_json and Python keep the later value, and so does a load.
+    let text = r#"{"name1/a": {"state": 1}, "name1/b": {"state": 2}, "name1/a": {"state": 3}}"#;
+    let doc: SavedState = serde_json::from_str(text).unwrap();
+    assert_eq!(doc.len(), 3);
+    assert_eq!(
+        doc.get("name1/a").unwrap().to_value(),
+        json!({ "state": 3 })
+    );
+    let b = AgentRuntime::new();
+    b.register_routed("name1", |_| Stateful::default())
+        .await
+        .unwrap();
+    within(b.load_state(doc)).await.unwrap();
+    let saved = within(b.save_state()).await.unwrap();
+    assert_eq!(
+        saved.to_value(),
+        json!({ "name1/a": { "state": 3 }, "name1/b": { "state": 2 } })
+    );
 }
 
 /// Sets its state after a pause, so a state operation can arrive while it runs.
@@ -308,8 +341,8 @@ impl RoutedAgent for SlowStateful {
             })
         });
     }
-    fn save_state(&mut self) -> Result<serde_json::Value, BoxError> {
-        Ok(json!({ "state": self.state }))
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
+        Ok(AgentState::new(&json!({ "state": self.state }))?)
     }
 }
 
@@ -335,7 +368,7 @@ async fn a_state_operation_waits_for_the_running_handler() {
     .await;
     // Queued behind the running handler, it sees the state the handler left.
     let saved = within(rt.agent_save_state(&id("slow/k"))).await.unwrap();
-    assert_eq!(saved, json!({ "state": 7 }));
+    assert_eq!(saved.to_value(), json!({ "state": 7 }));
     assert_eq!(within(call).await.unwrap().unwrap(), 7);
 }
 
@@ -387,7 +420,7 @@ impl RoutedAgent for Unsaveable {
     fn routes(r: &mut Routes<Self>) {
         r.rpc_sync(|_: &mut Unsaveable, m: &Set, _| Ok::<_, BoxError>(m.0));
     }
-    fn save_state(&mut self) -> Result<serde_json::Value, BoxError> {
+    fn save_state(&mut self) -> Result<AgentState, BoxError> {
         Err("disk full".into())
     }
 }

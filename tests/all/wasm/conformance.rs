@@ -104,7 +104,7 @@ async fn cases_38_42_54_publish_to_wasm_subscribers() {
     .unwrap();
     within(rt.stop_when_idle()).await.unwrap();
     let s2 = within(rt.agent_save_state(&id("echo/s2"))).await.unwrap();
-    let probes: Vec<ContextView> = serde_json::from_value(s2["probes"].clone()).unwrap();
+    let probes: Vec<ContextView> = serde_json::from_value(s2.to_value()["probes"].clone()).unwrap();
     assert_eq!(
         probes,
         [ContextView {
@@ -116,7 +116,7 @@ async fn cases_38_42_54_publish_to_wasm_subscribers() {
         }]
     );
     let s1 = within(rt.agent_save_state(&id("echo/s1"))).await.unwrap();
-    assert_eq!(s1["probes"].as_array().map(|a| a.len()), Some(0));
+    assert_eq!(s1.to_value()["probes"].as_array().map(|a| a.len()), Some(0));
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,5 +160,5 @@ async fn cases_51_and_53_one_message_at_a_time_in_order() {
     let s = within(rt.agent_save_state(&id("counter/one")))
         .await
         .unwrap();
-    assert_eq!(s["counter"], 250);
+    assert_eq!(s.to_value()["counter"], 250);
 }

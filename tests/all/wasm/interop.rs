@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warren_runtime::{
     AgentId, AgentRuntime, AgentType, BoxError, Error, MessageContext, RoutedAgent, Routes,
-    Subscription,
+    SavedState, Subscription,
 };
 
 use super::{guests, host, load, runtime_with};
@@ -234,7 +234,7 @@ async fn wasm_state_survives_save_and_load_across_runtimes() {
     let note = format!("note-x{}", ".".repeat(58));
     // Wasm and native agents side by side, in AutoGen's document shape.
     assert_eq!(
-        serde_json::Value::Object(doc.clone()),
+        doc.to_value(),
         json!({ "counter/x": { "counter": 7, "note": note }, "native/k": {} })
     );
     let text = serde_json::to_string(&doc).unwrap();
@@ -242,7 +242,7 @@ async fn wasm_state_survives_save_and_load_across_runtimes() {
     b.register_routed("native", |_| Loopback::new(Calls::default()))
         .await
         .unwrap();
-    within(b.load_state(&serde_json::from_str(&text).unwrap()))
+    within(b.load_state(serde_json::from_str::<SavedState>(&text).unwrap()))
         .await
         .unwrap();
     b.start().unwrap();
@@ -316,7 +316,10 @@ async fn complete_example_with_wasm_worker_and_monitor() {
     let state = within(rt.agent_save_state(&id("monitor/task-1")))
         .await
         .unwrap();
-    assert_eq!(state["progress_log"].as_array().map(|a| a.len()), Some(4));
+    assert_eq!(
+        state.to_value()["progress_log"].as_array().map(|a| a.len()),
+        Some(4)
+    );
 }
 
 #[tokio::test]

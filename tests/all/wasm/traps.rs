@@ -52,7 +52,7 @@ async fn a_panic_is_a_typed_trap_and_the_instance_restarts_from_its_saved_state(
         5
     );
     let saved = within(rt.agent_save_state(&f)).await.unwrap();
-    assert_eq!(saved["value"], 5);
+    assert_eq!(saved.to_value()["value"], 5);
     assert_eq!(
         within(rt.send::<Count>(Inc { by: 1 }, &f))
             .await
