@@ -373,7 +373,7 @@ async fn state_roundtrip(rt: &AgentRuntime, v: &Variant, n: u64) -> anyhow::Resu
     let state = rt.save_state().await?;
     let save_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let blob = serde_json::to_string(&state)?;
+    let blob = state.to_json();
     let dumps_s = t.elapsed().as_secs_f64();
     let (_, cpu_a) = t0.stop();
     drop(state);

@@ -1765,13 +1765,13 @@ impl AgentRuntime {
         let mut cells = Vec::with_capacity(doc.len());
         // Room for every new agent at once, instead of rehashing as the map grows.
         self.inner.agents.write().reserve(doc.len());
+        // Each agent type is validated and allocated once per document, and its agents share it.
+        let mut types: FastMap<&str, AgentType> = FastMap::default();
         for key in doc.keys() {
-            let id: AgentId = key
-                .parse()
-                .map_err(|e: crate::IdError| Error::InvalidState {
-                    key: key.to_owned(),
-                    reason: e.to_string(),
-                })?;
+            let id = parse_state_key(key, &mut types).map_err(|e| Error::InvalidState {
+                key: key.to_owned(),
+                reason: e.to_string(),
+            })?;
             let cell = self.inner.cell_for(&id).map_err(|e| Error::InvalidState {
                 key: key.to_owned(),
                 reason: e.to_string(),
@@ -1796,6 +1796,26 @@ impl AgentRuntime {
     pub fn downgrade(&self) -> WeakRuntime {
         WeakRuntime(Arc::downgrade(&self.inner))
     }
+}
+
+/// A state document's `type/key` (split like [`AgentId`]'s `FromStr`), with the type taken from
+/// `types` when an earlier key had it.
+fn parse_state_key<'k>(
+    key: &'k str,
+    types: &mut FastMap<&'k str, AgentType>,
+) -> Result<AgentId, crate::IdError> {
+    let Some((t, k)) = key.split_once('/') else {
+        return key.parse();
+    };
+    let agent_type = match types.get(t) {
+        Some(known) => known.clone(),
+        None => {
+            let parsed = AgentType::new(t)?;
+            types.insert(t, parsed.clone());
+            parsed
+        }
+    };
+    Ok(AgentId::from_parts(agent_type, k))
 }
 
 /// Wraps an agent's own save or load error, naming the agent and the operation.

@@ -168,6 +168,23 @@ impl SavedState {
         self.entries.iter().map(|(k, s)| (k.as_str(), s))
     }
 
+    /// The document as compact JSON (what `serde_json::to_string` writes), into a buffer sized
+    /// for it up front: a document of many agents is megabytes, and growing the buffer by
+    /// doubling would copy it and touch fresh memory twice over.
+    pub fn to_json(&self) -> String {
+        // `{}` plus, per entry, `"key":state,` (keys that need escaping grow the buffer).
+        let size = 2 + self
+            .entries
+            .iter()
+            .map(|(k, s)| k.len() + s.json().len() + 4)
+            .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, self)
+            .expect("string keys and checked JSON always serialize into a Vec");
+        // One pass over (mostly ASCII) bytes; serde_json writes only UTF-8.
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
     /// The whole document as a JSON [`Value`] (an object).
     pub fn to_value(&self) -> Value {
         Value::Object(
@@ -333,6 +350,16 @@ mod tests {
         );
         // Through a Value and back.
         assert_eq!(SavedState::from_value(&back.to_value()).unwrap(), doc);
+        assert_eq!(doc.to_json(), text);
+        let escaped: SavedState = [("t/\"q\"".to_owned(), AgentState::default())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            escaped.to_json(),
+            serde_json::to_string(&escaped).unwrap(),
+            "keys that need escaping"
+        );
+        assert_eq!(SavedState::new().to_json(), "{}");
         // Pretty output still reads back.
         let pretty = serde_json::to_string_pretty(&doc).unwrap();
         assert_eq!(serde_json::from_str::<SavedState>(&pretty).unwrap(), doc);
