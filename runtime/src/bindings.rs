@@ -40,7 +40,7 @@ pub(crate) use warren::agent::types as wit;
 
 /// A content type as the WIT carries it: JSON travels as `none`, one string fewer to copy into
 /// the guest per message.
-fn content_type_to_wit(ct: std::borrow::Cow<'static, str>) -> Option<String> {
+fn content_type_to_wit(ct: std::borrow::Cow<'_, str>) -> Option<String> {
     (ct != warren_core::JSON).then(|| ct.into_owned())
 }
 
@@ -53,19 +53,22 @@ fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
 /// as its index in `types` (no string copied into the guest, none compared there), short data
 /// inline. Returns the type name too, for errors: borrowed from the table when declared, else
 /// moved out of the message.
-pub(crate) fn to_wit_message(
-    p: warren_core::Payload,
-    types: &[String],
-) -> (wit::Message, std::borrow::Cow<'_, str>) {
+pub(crate) fn to_wit_message<'t>(
+    p: warren_core::Encoded<'_>,
+    types: &'t [String],
+) -> (wit::Message, std::borrow::Cow<'t, str>) {
     let (message_type, name) = match types.iter().position(|t| *t == p.type_name) {
         Some(i) => (
             wit::MessageType::Declared(i as u32),
             std::borrow::Cow::Borrowed(types[i].as_str()),
         ),
-        None => (
-            wit::MessageType::Named(p.type_name.clone()),
-            std::borrow::Cow::Owned(p.type_name),
-        ),
+        None => {
+            let name = p.type_name.into_owned();
+            (
+                wit::MessageType::Named(name.clone()),
+                std::borrow::Cow::Owned(name),
+            )
+        }
     };
     let message = wit::Message {
         message_type,
@@ -75,9 +78,33 @@ pub(crate) fn to_wit_message(
     (message, name)
 }
 
+thread_local! {
+    /// Where messages bound for a guest are encoded: one buffer per thread, reused, so a message
+    /// that travels inline allocates nothing on the way.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer kept after use only up to this size (a rare large message does not pin its size).
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+/// Runs `f` with this thread's encoding buffer (a fresh one if it is in use further up the
+/// stack: a native value's `Serialize` impl may itself send).
+pub(crate) fn encoding<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = f(&mut buf);
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// Message data as the WIT carries it: inline when it fits, so the call places nothing in the
 /// guest's memory (no `cabi_realloc` call into the guest, nothing for it to free).
-fn data_to_wit(data: Vec<u8>) -> wit::MessageData {
+fn data_to_wit(data: std::borrow::Cow<'_, [u8]>) -> wit::MessageData {
     match inline::pack(&data) {
         Some((len, [word0, word1, word2, word3])) => wit::MessageData::Inline(wit::InlineBytes {
             len,
@@ -86,7 +113,7 @@ fn data_to_wit(data: Vec<u8>) -> wit::MessageData {
             word2,
             word3,
         }),
-        None => wit::MessageData::Bytes(data),
+        None => wit::MessageData::Bytes(data.into_owned()),
     }
 }
 
@@ -316,8 +343,10 @@ impl warren::agent::host::Host for StoreState {
             )
             .await
             .map_err(|e| to_wit_error(&e))?;
-        let response = rt.into_payload(response).map_err(|e| to_wit_error(&e))?;
-        Ok(to_wit_message(response, self.plugin.types()).0)
+        encoding(|buf| {
+            let response = rt.encode(&response, buf).map_err(|e| to_wit_error(&e))?;
+            Ok(to_wit_message(response, self.plugin.types()).0)
+        })
     }
 
     async fn publish(
@@ -379,7 +408,8 @@ mod tests {
     #[test]
     fn declared_types_cross_as_indices_and_others_by_name() {
         let types = vec!["Ping".to_owned(), "Pong".to_owned()];
-        let (m, name) = to_wit_message(warren_core::Payload::json("Pong", b"{}".to_vec()), &types);
+        let pong = warren_core::Payload::json("Pong", b"{}".to_vec());
+        let (m, name) = to_wit_message((&pong).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Declared(1)));
         assert!(matches!(name, std::borrow::Cow::Borrowed("Pong")));
         assert_eq!(m.content_type, None);
@@ -391,7 +421,7 @@ mod tests {
             content_type: "application/x-protobuf".into(),
             data: vec![1, 2],
         };
-        let (m, name) = to_wit_message(custom.clone(), &types);
+        let (m, name) = to_wit_message((&custom).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Named(ref n) if n == "Blob"));
         assert_eq!(name, "Blob");
         assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
@@ -400,7 +430,8 @@ mod tests {
         // Short data travels inline, longer data as a list; both come back unchanged.
         for n in [0, 11, 32, 33, 4096] {
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-            let (m, _) = to_wit_message(warren_core::Payload::json("Ping", data.clone()), &types);
+            let ping = warren_core::Payload::json("Ping", data.clone());
+            let (m, _) = to_wit_message((&ping).into(), &types);
             match &m.data {
                 wit::MessageData::Inline(b) => assert!(n <= 32 && usize::from(b.len) == n),
                 wit::MessageData::Bytes(b) => assert!(n > 32 && *b == data),

@@ -264,10 +264,12 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let payload = ctx.runtime().into_payload(message)?;
-        self.check_size(payload.data.len())?;
         let shared = self.shared.clone();
-        let (message, type_name) = bindings::to_wit_message(payload, shared.types());
+        let (message, type_name) = bindings::encoding(|buf| {
+            let encoded = ctx.runtime().encode(&message, buf)?;
+            self.check_size(encoded.data.len())?;
+            Ok::<_, Error>(bindings::to_wit_message(encoded, shared.types()))
+        })?;
         let live = self.live().await?;
         live.arm(&shared);
         live.store.data_mut().handling = Some(ctx.into());

@@ -52,7 +52,9 @@ pub use agent::{Agent, AgentContext, AgentMetadata, MessageContext};
 pub use error::{BoxError, Error, InterventionStage, Target};
 pub use id::{AgentId, AgentType, DEFAULT_TOPIC_TYPE, IdError, MessageId, SubscriptionId, TopicId};
 pub use intervention::{Intervention, InterventionHandler, PublishContext};
-pub use message::{JSON, JsonSerializer, Message, MessageSerializer, Payload, SerializerRegistry};
+pub use message::{
+    Encoded, JSON, JsonSerializer, Message, MessageSerializer, Payload, SerializerRegistry,
+};
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{
     AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,

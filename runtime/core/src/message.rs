@@ -60,7 +60,32 @@ impl fmt::Debug for Payload {
     }
 }
 
-type EncodeFn = fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, serde_json::Error>;
+/// Appends a native value's JSON encoding to a buffer.
+type EncodeFn = fn(&(dyn Any + Send + Sync), &mut Vec<u8>) -> Result<(), serde_json::Error>;
+
+/// A message's wire form, borrowed where it can be: the type name of a native value, the bytes of
+/// a payload, or a caller's buffer the value was encoded into. For a consumer that copies the
+/// bytes elsewhere anyway (the wasm host writes them into a guest call), so no [`Payload`] is
+/// built and dropped per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded<'a> {
+    /// The message type name.
+    pub type_name: Cow<'a, str>,
+    /// The encoding.
+    pub content_type: Cow<'a, str>,
+    /// The encoded bytes.
+    pub data: Cow<'a, [u8]>,
+}
+
+impl<'a> From<&'a Payload> for Encoded<'a> {
+    fn from(p: &'a Payload) -> Self {
+        Self {
+            type_name: Cow::Borrowed(&p.type_name),
+            content_type: Cow::Borrowed(&p.content_type),
+            data: Cow::Borrowed(&p.data),
+        }
+    }
+}
 
 /// A message: a native value or a payload. Cloning is cheap (reference counted).
 #[derive(Clone)]
@@ -82,11 +107,12 @@ enum Repr {
 
 fn encode_json<T: Serialize + 'static>(
     v: &(dyn Any + Send + Sync),
-) -> Result<Vec<u8>, serde_json::Error> {
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     let v = v
         .downcast_ref::<T>()
         .expect("encoder is stored next to a value of its own type");
-    serde_json::to_vec(v)
+    serde_json::to_writer(out, v)
 }
 
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
@@ -221,7 +247,8 @@ impl Message {
                                 bare_type_name(rust_name)
                             ),
                         })?;
-                        let bytes = enc(&*shared).map_err(|e| codec(&expected, e))?;
+                        let mut bytes = Vec::new();
+                        enc(&*shared, &mut bytes).map_err(|e| codec(&expected, e))?;
                         serde_json::from_slice(&bytes).map_err(|e| codec(&expected, e))
                     }
                 },
@@ -282,7 +309,8 @@ impl Message {
                 }
                 match encode {
                     Some(enc) => {
-                        let data = enc(&**value).map_err(|e| codec(&type_name, e))?;
+                        let mut data = Vec::new();
+                        enc(&**value, &mut data).map_err(|e| codec(&type_name, e))?;
                         Ok(Payload::json(type_name, data))
                     }
                     None => Err(Error::UnknownSerializer {
@@ -290,6 +318,42 @@ impl Message {
                         content_type: JSON.to_owned(),
                     }),
                 }
+            }
+        }
+    }
+
+    /// The message's wire form like [`Message::to_payload`], but borrowed: a payload's own
+    /// fields, a native value's static type name, and its JSON written into `buf` (cleared
+    /// first). A serializer from `registry` makes its own bytes.
+    pub fn encode<'a>(
+        &'a self,
+        registry: Option<&SerializerRegistry>,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<Encoded<'a>, Error> {
+        match &self.repr {
+            Repr::Payload(p) => Ok(Encoded::from(&**p)),
+            Repr::Native {
+                value,
+                rust_name,
+                encode: Some(enc),
+            } if registry.is_none_or(|r| r.by_rust_type(&**value).is_none()) => {
+                let type_name = static_bare_name(rust_name);
+                buf.clear();
+                enc(&**value, buf).map_err(|e| codec(type_name, e))?;
+                Ok(Encoded {
+                    type_name: Cow::Borrowed(type_name),
+                    content_type: Cow::Borrowed(JSON),
+                    data: Cow::Borrowed(buf),
+                })
+            }
+            // Nothing, a registered serializer, or no encoding at all: as `to_payload` does.
+            _ => {
+                let p = self.to_payload(registry)?;
+                Ok(Encoded {
+                    type_name: Cow::Owned(p.type_name),
+                    content_type: p.content_type,
+                    data: Cow::Owned(p.data),
+                })
             }
         }
     }

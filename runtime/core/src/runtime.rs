@@ -588,6 +588,16 @@ impl AgentRuntime {
         message.into_payload(Some(&self.inner.serializers.read()))
     }
 
+    /// The message's wire form, borrowed where it can be (see [`Message::encode`]), with this
+    /// runtime's serializers; a native value's JSON goes into `buf`.
+    pub fn encode<'a>(
+        &self,
+        message: &'a Message,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<crate::Encoded<'a>, Error> {
+        message.encode(Some(&self.inner.serializers.read()), buf)
+    }
+
     /// Decodes a payload with the serializer registered for its (type name, content type).
     pub fn deserialize(&self, payload: &crate::Payload) -> Result<Message, Error> {
         self.inner.serializers.read().deserialize(payload)
