@@ -406,6 +406,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_encoding_buffer_is_reused_nested_safely_and_not_kept_large() {
+        let cap = |n: usize| {
+            encoding(|buf| {
+                buf.clear();
+                buf.resize(n, 1);
+            });
+            SCRATCH.with_borrow(|b| b.capacity())
+        };
+        assert!(cap(100) >= 100, "kept for the next message");
+        assert_eq!(cap(SCRATCH_KEEP + 1), 0, "a large one is let go");
+        // In use further up the stack: the inner call gets its own buffer.
+        encoding(|outer| {
+            outer.extend_from_slice(b"outer");
+            encoding(|inner| {
+                assert!(inner.is_empty());
+                inner.extend_from_slice(b"inner");
+            });
+            assert_eq!(outer, b"outer");
+        });
+    }
+
+    #[test]
     fn declared_types_cross_as_indices_and_others_by_name() {
         let types = vec!["Ping".to_owned(), "Pong".to_owned()];
         let pong = warren_core::Payload::json("Pong", b"{}".to_vec());

@@ -613,5 +613,45 @@ mod tests {
         assert_eq!(p.data, b"HI");
         let back = reg.deserialize(&p).unwrap();
         assert_eq!(back.downcast_ref::<String>().unwrap(), "hi");
+        // The borrowed wire form agrees with the payload, and the serializer's bytes are its own.
+        let mut buf = b"stale".to_vec();
+        let m = Message::new("hi".to_owned());
+        let e = m.encode(Some(&reg), &mut buf).unwrap();
+        assert_eq!(e, Encoded::from(&p));
+        assert!(matches!(e.data, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn encode_borrows_what_it_can_and_agrees_with_to_payload() {
+        let mut buf = b"left over from an earlier message".to_vec();
+        let native = Message::new(DataclassMessage {
+            message: "hi".into(),
+        });
+        let e = native.encode(None, &mut buf).unwrap();
+        // The static type name and the caller's buffer, cleared first: nothing allocated.
+        assert!(matches!(e.type_name, Cow::Borrowed("DataclassMessage")));
+        assert!(matches!(e.data, Cow::Borrowed(_)));
+        assert_eq!(e, Encoded::from(&native.to_payload(None).unwrap()));
+        assert_eq!(&*e.data, br#"{"message":"hi"}"#);
+
+        let payload = Message::from_payload(Payload {
+            type_name: "Blob".into(),
+            content_type: "application/x-protobuf".into(),
+            data: vec![1, 2, 3],
+        });
+        let e = payload.encode(None, &mut buf).unwrap();
+        assert!(matches!(e.data, Cow::Borrowed(&[1, 2, 3])));
+        assert_eq!(e.content_type, "application/x-protobuf");
+
+        let empty = Message::empty();
+        let e = empty.encode(None, &mut buf).unwrap();
+        assert_eq!((&*e.type_name, &*e.data), ("()", &b"null"[..]));
+
+        // No encoding and no serializer: the same typed error as `to_payload`.
+        struct NoSerde;
+        match Message::opaque(NoSerde).encode(None, &mut buf) {
+            Err(Error::UnknownSerializer { type_name, .. }) => assert_eq!(type_name, "NoSerde"),
+            other => panic!("{other:?}"),
+        }
     }
 }
