@@ -193,28 +193,16 @@ fn decode_data<T: DeserializeOwned>(
         .map_err(|e| Error::Other(format!("cannot decode `{type_name}`: {e}")))
 }
 
-/// The bytes of a message's data: unpacked on the stack when inline, borrowed when a list.
-enum DataRef<'a> {
-    Inline(inline::Unpacked),
-    List(&'a [u8]),
-}
-
-impl DataRef<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            DataRef::Inline(u) => u.as_slice(),
-            DataRef::List(b) => b,
-        }
-    }
-}
-
-/// The data of `d`; an inline length beyond the capacity is the sender's error.
-fn data_ref(d: &MessageData) -> Result<DataRef<'_>, Error> {
+/// The bytes of a message's data: borrowed when a list, unpacked into `buf` when inline. An
+/// inline length beyond the capacity is the sender's error.
+#[inline]
+fn data_in<'a>(d: &'a MessageData, buf: &'a mut [u8; inline::CAPACITY]) -> Result<&'a [u8], Error> {
     match d {
-        MessageData::Bytes(b) => Ok(DataRef::List(b)),
-        MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
-            .map(DataRef::Inline)
-            .map_err(|e| Error::Other(e.to_string())),
+        MessageData::Bytes(b) => Ok(b),
+        MessageData::Inline(b) => {
+            inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], buf)
+                .map_err(|e| Error::Other(e.to_string()))
+        }
     }
 }
 
@@ -222,11 +210,12 @@ fn data_ref(d: &MessageData) -> Result<DataRef<'_>, Error> {
 fn data_into_vec(d: MessageData) -> Result<Vec<u8>, Error> {
     match d {
         MessageData::Bytes(b) => Ok(b),
-        inline => Ok(data_ref(&inline)?.as_slice().to_vec()),
+        inline => Ok(data_in(&inline, &mut [0; inline::CAPACITY])?.to_vec()),
     }
 }
 
 /// `data` as a message's data: inline when it fits.
+#[inline]
 fn data_of(data: &[u8]) -> Option<MessageData> {
     let (len, [word0, word1, word2, word3]) = inline::pack(data)?;
     Some(MessageData::Inline(InlineBytes {
@@ -291,7 +280,7 @@ fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error>
         decode_as(
             name,
             m.content_type.as_deref(),
-            data_ref(&m.data)?.as_slice(),
+            data_in(&m.data, &mut [0; inline::CAPACITY])?,
         )
     })
 }
@@ -683,7 +672,8 @@ impl<A: 'static> Handlers<A> {
             MessageType::Named(name) => self.index_of(name),
         };
         if let Some(index) = index {
-            let data = data_ref(&message.data)?;
+            let mut buf = [0; inline::CAPACITY];
+            let data = data_in(&message.data, &mut buf)?;
             for r in &self.routes {
                 match r.kind {
                     Kind::Rpc if !ctx.is_rpc => continue,
@@ -694,7 +684,7 @@ impl<A: 'static> Handlers<A> {
                     continue;
                 }
                 let ct = message.content_type.as_deref();
-                if let Outcome::Done(result) = (r.call)(agent, ct, data.as_slice(), ctx) {
+                if let Outcome::Done(result) = (r.call)(agent, ct, data, ctx) {
                     return result;
                 }
             }
@@ -716,18 +706,30 @@ pub mod __private {
 
     pub use crate::bindings::warren::agent::types::Message;
 
-    struct Live<A> {
+    /// The one agent a component instance hosts, with its handler table.
+    pub struct Live<A> {
         agent: A,
         handlers: Handlers<A>,
     }
 
-    thread_local! {
-        /// The one agent this component instance hosts, built on first use.
-        static LIVE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    /// Where `export_agent!` keeps the live agent: a thread-local of the agent's own type (no
+    /// downcast per call), empty until the first call builds it. (`None` is a null pointer, so
+    /// the slot sits in the component's `.bss`, not in the data image every instance maps.)
+    pub type Slot<A> = RefCell<Option<Box<Live<A>>>>;
+
+    impl<A> std::fmt::Debug for Live<A> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Live")
+                .field("agent", &type_name_of::<A>())
+                .finish_non_exhaustive()
+        }
     }
 
-    fn with_live<A: Agent, R>(f: impl FnOnce(&mut Live<A>) -> R) -> R {
-        LIVE.with(|cell| {
+    /// The thread-local `export_agent!` declares for the agent type.
+    pub type LiveKey<A> = &'static std::thread::LocalKey<Slot<A>>;
+
+    fn with_live<A: Agent, R>(key: LiveKey<A>, f: impl FnOnce(&mut Live<A>) -> R) -> R {
+        key.with(|cell| {
             let mut slot = cell.borrow_mut();
             let live = slot.get_or_insert_with(|| {
                 let mut handlers = Handlers::new();
@@ -740,30 +742,37 @@ pub mod __private {
                 TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone()));
                 Box::new(Live { agent, handlers })
             });
-            f(live
-                .downcast_mut::<Live<A>>()
-                .expect("one agent type per component"))
+            f(live)
         })
     }
 
-    pub fn handle<A: Agent>(is_rpc: bool, message: Message) -> Result<Option<Message>, Error> {
+    pub fn handle<A: Agent>(
+        key: LiveKey<A>,
+        is_rpc: bool,
+        message: Message,
+    ) -> Result<Option<Message>, Error> {
         let ctx = Context::new(is_rpc);
-        with_live::<A, _>(|live| live.handlers.dispatch(&mut live.agent, message, &ctx))
+        with_live(key, |live| {
+            live.handlers.dispatch(&mut live.agent, message, &ctx)
+        })
     }
 
-    pub fn save_state<A: Agent>() -> Result<String, String> {
-        with_live::<A, _>(|live| serde_json::to_string(&live.agent).map_err(|e| e.to_string()))
+    pub fn save_state<A: Agent>(key: LiveKey<A>) -> Result<String, String> {
+        with_live(key, |live| {
+            serde_json::to_string(&live.agent).map_err(|e| e.to_string())
+        })
     }
 
-    pub fn load_state<A: Agent>(state: String) -> Result<(), String> {
+    pub fn load_state<A: Agent>(key: LiveKey<A>, state: String) -> Result<(), String> {
         let agent: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        with_live::<A, _>(|live| live.agent = agent);
+        with_live(key, |live| live.agent = agent);
         Ok(())
     }
 
-    pub fn describe<A: Agent>() -> Description {
-        let (handles, types) =
-            with_live::<A, _>(|live| (live.handlers.handled_types(), live.handlers.types.clone()));
+    pub fn describe<A: Agent>(key: LiveKey<A>) -> Description {
+        let (handles, types) = with_live(key, |live| {
+            (live.handlers.handled_types(), live.handlers.types.clone())
+        });
         Description {
             text: A::description(),
             handles,
@@ -779,6 +788,10 @@ macro_rules! export_agent {
         #[allow(unsafe_code)]
         const _: () = {
             struct __WarrenAgent;
+            ::std::thread_local! {
+                static __WARREN_LIVE: $crate::__private::Slot<$agent> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
             impl $crate::bindings::exports::warren::agent::agent::Guest for __WarrenAgent {
                 fn handle(
                     is_rpc: bool,
@@ -787,19 +800,19 @@ macro_rules! export_agent {
                     ::core::option::Option<$crate::__private::Message>,
                     $crate::Error,
                 > {
-                    $crate::__private::handle::<$agent>(is_rpc, message)
+                    $crate::__private::handle::<$agent>(&__WARREN_LIVE, is_rpc, message)
                 }
                 fn save_state()
                 -> ::core::result::Result<::std::string::String, ::std::string::String> {
-                    $crate::__private::save_state::<$agent>()
+                    $crate::__private::save_state::<$agent>(&__WARREN_LIVE)
                 }
                 fn load_state(
                     state: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::load_state::<$agent>(state)
+                    $crate::__private::load_state::<$agent>(&__WARREN_LIVE, state)
                 }
                 fn describe() -> $crate::bindings::exports::warren::agent::agent::Description {
-                    $crate::__private::describe::<$agent>()
+                    $crate::__private::describe::<$agent>(&__WARREN_LIVE)
                 }
             }
             // Only a wasm build exports the symbols; a host build (clippy, unit tests) type-checks
@@ -932,7 +945,7 @@ mod tests {
             matches!(r.data, MessageData::Inline(_)),
             "a short answer is inline"
         );
-        assert_eq!(data_ref(&r.data).unwrap().as_slice(), b"5");
+        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), b"5");
         // A declared type sent by name (a host that does not intern) reaches the same handler.
         let named = Message {
             message_type: MessageType::Named("Ping".into()),
@@ -940,7 +953,7 @@ mod tests {
             data: MessageData::Bytes(b"{\"i\":6}".to_vec()),
         };
         let r = h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap();
-        assert_eq!(data_ref(&r.data).unwrap().as_slice(), b"7");
+        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), b"7");
         // An index outside the table is a typed error naming it, not a panic.
         let bad = Message {
             message_type: MessageType::Declared(9),

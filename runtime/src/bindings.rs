@@ -131,9 +131,12 @@ impl wit::MessageData {
 fn data_from_wit(data: wit::MessageData) -> Result<Vec<u8>, wit::Error> {
     match data {
         wit::MessageData::Bytes(b) => Ok(b),
-        wit::MessageData::Inline(b) => inline::unpack(b.len, [b.word0, b.word1, b.word2, b.word3])
-            .map(|u| u.as_slice().to_vec())
-            .map_err(|e| wit::Error::Other(e.to_string())),
+        wit::MessageData::Inline(b) => {
+            let mut buf = [0; inline::CAPACITY];
+            inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], &mut buf)
+                .map(<[u8]>::to_vec)
+                .map_err(|e| wit::Error::Other(e.to_string()))
+        }
     }
 }
 

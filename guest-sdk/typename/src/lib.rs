@@ -117,6 +117,7 @@ pub mod inline {
     pub const CAPACITY: usize = 32;
 
     /// `data` as `(len, words)`, or `None` when it is longer than [`CAPACITY`].
+    #[inline]
     pub fn pack(data: &[u8]) -> Option<(u8, [u64; 4])> {
         if data.len() > CAPACITY {
             return None;
@@ -126,20 +127,6 @@ pub mod inline {
         let word =
             |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         Some((data.len() as u8, [word(0), word(1), word(2), word(3)]))
-    }
-
-    /// Packed data, unpacked on the stack.
-    #[derive(Clone, Copy, Debug)]
-    pub struct Unpacked {
-        bytes: [u8; CAPACITY],
-        len: usize,
-    }
-
-    impl Unpacked {
-        /// The data.
-        pub fn as_slice(&self) -> &[u8] {
-            &self.bytes[..self.len]
-        }
     }
 
     /// An inline length above [`CAPACITY`]: the sender's error, worded alike on both sides.
@@ -158,17 +145,22 @@ pub mod inline {
 
     impl std::error::Error for TooLong {}
 
-    /// The `len` bytes packed in `words`.
-    pub fn unpack(len: u8, words: [u64; 4]) -> Result<Unpacked, TooLong> {
-        if usize::from(len) > CAPACITY {
+    /// The `len` bytes packed in `words`, unpacked into `buf` (a buffer on the caller's stack:
+    /// nothing is returned by value or copied twice).
+    #[inline]
+    pub fn unpack_into(
+        len: u8,
+        words: [u64; 4],
+        buf: &mut [u8; CAPACITY],
+    ) -> Result<&[u8], TooLong> {
+        let n = usize::from(len);
+        if n > CAPACITY {
             return Err(TooLong(len));
         }
-        let len = usize::from(len);
-        let mut bytes = [0u8; CAPACITY];
-        for (chunk, w) in bytes.chunks_exact_mut(8).zip(words) {
+        for (chunk, w) in buf.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        Ok(Unpacked { bytes, len })
+        Ok(&buf[..n])
     }
 }
 
@@ -248,7 +240,11 @@ mod tests {
         for n in 0..=inline::CAPACITY {
             let (len, words) = inline::pack(&data[..n]).unwrap();
             assert_eq!(usize::from(len), n);
-            assert_eq!(inline::unpack(len, words).unwrap().as_slice(), &data[..n]);
+            let mut buf = [0xAA; inline::CAPACITY];
+            assert_eq!(
+                inline::unpack_into(len, words, &mut buf).unwrap(),
+                &data[..n]
+            );
         }
         // Little-endian words, byte 0 lowest: what a guest in another language must produce.
         assert_eq!(
@@ -256,9 +252,15 @@ mod tests {
             u64::from_le_bytes(*b"{\"i\":1}\0")
         );
         assert!(inline::pack(&data[..33]).is_none());
-        assert_eq!(inline::unpack(33, [0; 4]).unwrap_err(), inline::TooLong(33));
+        let mut buf = [0; inline::CAPACITY];
         assert_eq!(
-            inline::unpack(255, [0; 4]).unwrap_err().to_string(),
+            inline::unpack_into(33, [0; 4], &mut buf).unwrap_err(),
+            inline::TooLong(33)
+        );
+        assert_eq!(
+            inline::unpack_into(255, [0; 4], &mut buf)
+                .unwrap_err()
+                .to_string(),
             "inline message data of 255 bytes; at most 32 fit"
         );
     }
