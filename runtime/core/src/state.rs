@@ -366,6 +366,17 @@ mod tests {
     }
 
     #[test]
+    fn states_also_read_from_a_value() {
+        // serde_json's own `Value` deserializer hands a raw value its text.
+        let doc: SavedState =
+            serde_json::from_value(json!({ "t/1": { "n": [1, 2] }, "t/2": null })).unwrap();
+        assert_eq!(doc.get("t/1").unwrap().to_value(), json!({ "n": [1, 2] }));
+        assert_eq!(doc.get("t/2").unwrap().json(), "null");
+        let one: AgentState = serde_json::from_value(json!({ "a": "b" })).unwrap();
+        assert_eq!(one.json(), r#"{"a":"b"}"#);
+    }
+
+    #[test]
     fn a_document_that_is_not_an_object_is_refused_by_name() {
         for text in ["[1, 2]", "3", "\"t/1\"", "null"] {
             let e = serde_json::from_str::<SavedState>(text).unwrap_err();
