@@ -1,6 +1,8 @@
 //! The host side of the WIT package in `wit/`: generated bindings, the `host` interface every
 //! plugin imports, and conversions between WIT values and `warren-core` values.
 
+use std::sync::Arc;
+
 use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
 
 use crate::host::{Handling, StoreState};
@@ -55,12 +57,12 @@ fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
 /// moved out of the message.
 pub(crate) fn to_wit_message<'t>(
     p: warren_core::Encoded<'_>,
-    types: &'t [String],
+    types: &'t [Arc<str>],
 ) -> (wit::Message, std::borrow::Cow<'t, str>) {
-    let (message_type, name) = match types.iter().position(|t| *t == p.type_name) {
+    let (message_type, name) = match types.iter().position(|t| **t == *p.type_name) {
         Some(i) => (
             wit::MessageType::Declared(i as u32),
-            std::borrow::Cow::Borrowed(types[i].as_str()),
+            std::borrow::Cow::Borrowed(&*types[i]),
         ),
         None => {
             let name = p.type_name.into_owned();
@@ -142,24 +144,34 @@ fn data_from_wit(data: wit::MessageData) -> Result<Vec<u8>, wit::Error> {
 
 /// A message `handle` answered with, as a payload. An index outside the declared table is the
 /// guest's error (`other`).
-pub(crate) fn from_wit_message(
-    m: wit::Message,
-    types: &[String],
-) -> Result<warren_core::Payload, wit::Error> {
-    let type_name = match m.message_type {
-        wit::MessageType::Named(name) => name,
-        wit::MessageType::Declared(i) => types.get(i as usize).cloned().ok_or_else(|| {
+pub(crate) fn from_wit_message(m: wit::Message, types: &[Arc<str>]) -> Result<Message, wit::Error> {
+    let declared = |i: u32| {
+        types.get(i as usize).ok_or_else(|| {
             wit::Error::Other(format!(
                 "message type index {i}, but the component declared {} types",
                 types.len()
             ))
-        })?,
+        })
     };
-    Ok(warren_core::Payload {
+    // The common answer: a declared type with short JSON data. It stays inside the message,
+    // sharing the table's name: nothing is allocated for it.
+    if let (wit::MessageType::Declared(i), None, wit::MessageData::Inline(b)) =
+        (&m.message_type, &m.content_type, &m.data)
+    {
+        let mut buf = [0; inline::CAPACITY];
+        let data = inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], &mut buf)
+            .map_err(|e| wit::Error::Other(e.to_string()))?;
+        return Ok(Message::from_json(declared(*i)?.clone(), data));
+    }
+    let type_name = match m.message_type {
+        wit::MessageType::Named(name) => name,
+        wit::MessageType::Declared(i) => declared(i)?.to_string(),
+    };
+    Ok(Message::from_payload(warren_core::Payload {
         type_name,
         content_type: content_type_from_wit(m.content_type),
         data: data_from_wit(m.data)?,
-    })
+    }))
 }
 
 impl From<&warren_core::AgentId> for wit::AgentId {
@@ -337,7 +349,7 @@ impl warren::agent::host::Host for StoreState {
         };
         let response = rt
             .send_message(
-                Message::from_payload(message),
+                message,
                 recipient,
                 SendOptions {
                     sender: Some(self.agent.clone()),
@@ -373,7 +385,7 @@ impl warren::agent::host::Host for StoreState {
             }));
         };
         rt.publish_message(
-            Message::from_payload(message),
+            message,
             topic,
             PublishOptions {
                 sender: Some(self.agent.clone()),
@@ -432,14 +444,17 @@ mod tests {
 
     #[test]
     fn declared_types_cross_as_indices_and_others_by_name() {
-        let types = vec!["Ping".to_owned(), "Pong".to_owned()];
+        let types: Vec<Arc<str>> = vec!["Ping".into(), "Pong".into()];
         let pong = warren_core::Payload::json("Pong", b"{}".to_vec());
         let (m, name) = to_wit_message((&pong).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Declared(1)));
         assert!(matches!(name, std::borrow::Cow::Borrowed("Pong")));
         assert_eq!(m.content_type, None);
         let back = from_wit_message(m, &types).unwrap();
-        assert_eq!(back, warren_core::Payload::json("Pong", b"{}".to_vec()));
+        // Short JSON of a declared type stays inside the message, sharing the table's name.
+        assert!(back.payload().is_none());
+        assert_eq!(back.bytes(), Some(("Pong", warren_core::JSON, &b"{}"[..])));
+        assert_eq!(back.to_payload(None).unwrap(), pong);
 
         let custom = warren_core::Payload {
             type_name: "Blob".into(),
@@ -450,7 +465,8 @@ mod tests {
         assert!(matches!(m.message_type, wit::MessageType::Named(ref n) if n == "Blob"));
         assert_eq!(name, "Blob");
         assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
-        assert_eq!(from_wit_message(m, &types).unwrap(), custom);
+        let back = from_wit_message(m, &types).unwrap();
+        assert_eq!(back.payload(), Some(&custom));
 
         // Short data travels inline, longer data as a list; both come back unchanged.
         for n in [0, 11, 32, 33, 4096] {
@@ -461,7 +477,9 @@ mod tests {
                 wit::MessageData::Inline(b) => assert!(n <= 32 && usize::from(b.len) == n),
                 wit::MessageData::Bytes(b) => assert!(n > 32 && *b == data),
             }
-            assert_eq!(from_wit_message(m, &types).unwrap().data, data);
+            let back = from_wit_message(m, &types).unwrap();
+            assert_eq!(back.bytes(), Some(("Ping", warren_core::JSON, &data[..])));
+            assert_eq!(back.payload().is_some(), n > 32, "longer data is a payload");
         }
         // An inline length beyond the capacity is the guest's typed error.
         let too_long = wit::Message {

@@ -407,7 +407,7 @@ impl LoadedPlugin {
 
     /// The message type names its component declared for `handle`: messages of these types
     /// cross the boundary as an index into this table (both ways), others by name.
-    pub fn declared_types(&self) -> &[String] {
+    pub fn declared_types(&self) -> &[Arc<str>] {
         self.shared.types()
     }
 
@@ -472,12 +472,12 @@ pub(crate) struct PluginShared {
     pub(crate) tenant_live: Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>,
     /// The type names the component declared (`description.types`, read from the probe
     /// instance): `handle` passes and answers these types as indices into this table.
-    pub(crate) types: std::sync::OnceLock<Vec<String>>,
+    pub(crate) types: std::sync::OnceLock<Vec<Arc<str>>>,
 }
 
 impl PluginShared {
     /// The declared type table (empty before the probe has described the component).
-    pub(crate) fn types(&self) -> &[String] {
+    pub(crate) fn types(&self) -> &[Arc<str>] {
         self.types.get().map_or(&[], Vec::as_slice)
     }
 
@@ -711,7 +711,13 @@ impl WasmHost {
             }
         })?;
         // Every instance of one component declares the same table: take it from the probe.
-        let _ = shared.types.set(described.types);
+        let _ = shared.types.set(
+            described
+                .types
+                .iter()
+                .map(|t| Arc::from(t.as_str()))
+                .collect(),
+        );
         for t in &manifest.agent.handles {
             if !described.handles.contains(t) {
                 return Err(PluginError::MissingHandler {

@@ -280,9 +280,8 @@ impl Agent for WasmAgent {
             Ok(Ok(Some(m))) => {
                 // A response is a message too: its caller gets the limit error, not the bytes.
                 self.check_size(m.data.len())?;
-                let p = bindings::from_wit_message(m, shared.types())
-                    .map_err(|e| bindings::from_wit_error(&self.id, type_name.into_owned(), e))?;
-                Ok(Message::from_payload(p))
+                bindings::from_wit_message(m, shared.types())
+                    .map_err(|e| bindings::from_wit_error(&self.id, type_name.into_owned(), e))
             }
             Ok(Ok(None)) => Ok(Message::empty()),
             Ok(Err(e)) => Err(bindings::from_wit_error(

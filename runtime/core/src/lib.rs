@@ -53,7 +53,8 @@ pub use error::{BoxError, Error, InterventionStage, Target};
 pub use id::{AgentId, AgentType, DEFAULT_TOPIC_TYPE, IdError, MessageId, SubscriptionId, TopicId};
 pub use intervention::{Intervention, InterventionHandler, PublishContext};
 pub use message::{
-    Encoded, JSON, JsonSerializer, Message, MessageSerializer, Payload, SerializerRegistry,
+    Encoded, INLINE_JSON, JSON, JsonSerializer, Message, MessageSerializer, Payload,
+    SerializerRegistry,
 };
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{

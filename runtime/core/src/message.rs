@@ -93,10 +93,19 @@ pub struct Message {
     repr: Repr,
 }
 
+/// The most JSON bytes a message keeps inside itself (see [`Message::from_json`]).
+pub const INLINE_JSON: usize = 32;
+
 #[derive(Clone)]
 enum Repr {
     /// No value (a handler that returns nothing, AutoGen's `None`).
     Empty,
+    /// Short JSON data kept in the message: what a wasm agent answers or sends most of the time.
+    Inline {
+        type_name: Arc<str>,
+        len: u8,
+        bytes: [u8; INLINE_JSON],
+    },
     Native {
         value: Arc<dyn Any + Send + Sync>,
         rust_name: &'static str,
@@ -165,6 +174,24 @@ impl Message {
         }
     }
 
+    /// A JSON message from its type name and encoded bytes. Data of up to [`INLINE_JSON`] bytes
+    /// is kept inside the message (no allocation; the type name is shared), longer data becomes a
+    /// payload. Either way it behaves as [`Message::from_payload`] with a JSON payload.
+    pub fn from_json(type_name: Arc<str>, data: &[u8]) -> Self {
+        if data.len() > INLINE_JSON {
+            return Self::from_payload(Payload::json(&*type_name, data.to_vec()));
+        }
+        let mut bytes = [0; INLINE_JSON];
+        bytes[..data.len()].copy_from_slice(data);
+        Self {
+            repr: Repr::Inline {
+                type_name,
+                len: data.len() as u8,
+                bytes,
+            },
+        }
+    }
+
     /// No value: what an event handler or a handler returning nothing produces.
     pub fn empty() -> Self {
         Self { repr: Repr::Empty }
@@ -181,6 +208,7 @@ impl Message {
             Repr::Empty => "()".to_owned(),
             Repr::Native { rust_name, .. } => static_bare_name(rust_name).to_owned(),
             Repr::Payload(p) => p.type_name.clone(),
+            Repr::Inline { type_name, .. } => type_name.to_string(),
         }
     }
 
@@ -190,6 +218,7 @@ impl Message {
             Repr::Empty => name == "()",
             Repr::Native { rust_name, .. } => static_bare_name(rust_name) == name,
             Repr::Payload(p) => p.type_name == name,
+            Repr::Inline { type_name, .. } => **type_name == *name,
         }
     }
 
@@ -201,10 +230,25 @@ impl Message {
         }
     }
 
-    /// The payload, if this message is carried as bytes.
+    /// The payload, if this message is carried as a [`Payload`] (`None` for short JSON kept
+    /// inside the message, see [`Message::from_json`]; [`Message::bytes`] covers both).
     pub fn payload(&self) -> Option<&Payload> {
         match &self.repr {
             Repr::Payload(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The type name, content type and encoded bytes, if this message is carried as bytes (a
+    /// payload or short inline JSON).
+    pub fn bytes(&self) -> Option<(&str, &str, &[u8])> {
+        match &self.repr {
+            Repr::Payload(p) => Some((&p.type_name, &p.content_type, &p.data)),
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => Some((type_name, JSON, &bytes[..usize::from(*len)])),
             _ => None,
         }
     }
@@ -266,6 +310,19 @@ impl Message {
                 }
                 decode_payload::<T>(&p)
             }
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => {
+                if static_bare_name(std::any::type_name::<T>()) != &*type_name {
+                    return Err(Error::UnexpectedResponse {
+                        expected: expected(),
+                        actual: type_name.to_string(),
+                    });
+                }
+                decode_bytes(&type_name, JSON, &bytes[..usize::from(len)])
+            }
             // No value decodes as whatever JSON `null` decodes as: `()` or `Option<_>`.
             Repr::Empty => serde_json::from_slice(b"null").map_err(|_| Error::UnexpectedResponse {
                 expected: expected(),
@@ -279,6 +336,14 @@ impl Message {
     pub fn into_payload(self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
         match self.repr {
             Repr::Payload(p) => Ok(Arc::try_unwrap(p).unwrap_or_else(|shared| (*shared).clone())),
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => Ok(Payload::json(
+                &*type_name,
+                bytes[..usize::from(len)].to_vec(),
+            )),
             repr => Message { repr }.to_payload(registry),
         }
     }
@@ -288,6 +353,14 @@ impl Message {
     pub fn to_payload(&self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
         match &self.repr {
             Repr::Payload(p) => Ok((**p).clone()),
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => Ok(Payload::json(
+                &**type_name,
+                bytes[..usize::from(*len)].to_vec(),
+            )),
             Repr::Empty => Ok(Payload::json("()", b"null".to_vec())),
             Repr::Native {
                 value,
@@ -332,6 +405,15 @@ impl Message {
     ) -> Result<Encoded<'a>, Error> {
         match &self.repr {
             Repr::Payload(p) => Ok(Encoded::from(&**p)),
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => Ok(Encoded {
+                type_name: Cow::Borrowed(type_name),
+                content_type: Cow::Borrowed(JSON),
+                data: Cow::Borrowed(&bytes[..usize::from(*len)]),
+            }),
             Repr::Native {
                 value,
                 rust_name,
@@ -361,13 +443,22 @@ impl Message {
 
 /// Deserializes a JSON payload into `T`.
 pub fn decode_payload<T: DeserializeOwned>(p: &Payload) -> Result<T, Error> {
-    if p.content_type != JSON {
+    decode_bytes(&p.type_name, &p.content_type, &p.data)
+}
+
+/// Deserializes JSON bytes of message type `type_name` into `T`.
+pub(crate) fn decode_bytes<T: DeserializeOwned>(
+    type_name: &str,
+    content_type: &str,
+    data: &[u8],
+) -> Result<T, Error> {
+    if content_type != JSON {
         return Err(Error::UnknownSerializer {
-            type_name: p.type_name.clone(),
-            content_type: p.content_type.to_string(),
+            type_name: type_name.to_owned(),
+            content_type: content_type.to_owned(),
         });
     }
-    serde_json::from_slice(&p.data).map_err(|e| codec(&p.type_name, e))
+    serde_json::from_slice(data).map_err(|e| codec(type_name, e))
 }
 
 fn codec(type_name: &str, e: impl Into<BoxError>) -> Error {
@@ -390,6 +481,14 @@ impl fmt::Debug for Message {
                 write!(f, "Message(native {})", bare_type_name(rust_name))
             }
             Repr::Payload(p) => write!(f, "Message({p:?})"),
+            Repr::Inline {
+                type_name,
+                len,
+                bytes,
+            } => match std::str::from_utf8(&bytes[..usize::from(*len)]) {
+                Ok(s) => write!(f, "Message({type_name} {s})"),
+                Err(_) => write!(f, "Message({type_name}, {len} bytes)"),
+            },
         }
     }
 }
@@ -619,6 +718,91 @@ mod tests {
         let e = m.encode(Some(&reg), &mut buf).unwrap();
         assert_eq!(e, Encoded::from(&p));
         assert!(matches!(e.data, Cow::Owned(_)));
+    }
+
+    #[test]
+    fn short_json_stays_inside_the_message_and_behaves_as_a_payload() {
+        let name: Arc<str> = Arc::from("DataclassMessage");
+        let m = Message::from_json(name.clone(), br#"{"message":"hi"}"#);
+        assert!(m.payload().is_none(), "kept inline");
+        assert_eq!(
+            Arc::strong_count(&name),
+            2,
+            "the name is shared, not copied"
+        );
+        assert_eq!(m.type_name(), "DataclassMessage");
+        assert!(m.has_type_name("DataclassMessage") && !m.has_type_name("Other"));
+        assert_eq!(
+            m.bytes(),
+            Some(("DataclassMessage", JSON, &br#"{"message":"hi"}"#[..]))
+        );
+        let as_payload = Payload::json("DataclassMessage", br#"{"message":"hi"}"#.to_vec());
+        assert_eq!(m.to_payload(None).unwrap(), as_payload);
+        assert_eq!(
+            m.encode(None, &mut Vec::new()).unwrap(),
+            Encoded::from(&as_payload)
+        );
+        assert_eq!(
+            format!("{m:?}"),
+            r#"Message(DataclassMessage {"message":"hi"})"#
+        );
+        let v: DataclassMessage = m.clone().decode().unwrap();
+        assert_eq!(v.message, "hi");
+        match m.clone().decode::<String>().unwrap_err() {
+            Error::UnexpectedResponse { expected, actual } => {
+                assert_eq!(
+                    (expected.as_str(), actual.as_str()),
+                    ("String", "DataclassMessage")
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(m.into_payload(None).unwrap(), as_payload);
+
+        // Exactly the capacity stays inline; one byte more is a payload.
+        let fits = vec![b' '; INLINE_JSON];
+        assert!(Message::from_json(name.clone(), &fits).payload().is_none());
+        let long = vec![b' '; INLINE_JSON + 1];
+        let m = Message::from_json(name, &long);
+        assert_eq!(m.payload().map(|p| p.data.len()), Some(INLINE_JSON + 1));
+    }
+
+    #[tokio::test]
+    async fn a_typed_handler_takes_short_json_from_the_wire() {
+        #[derive(Serialize, Deserialize)]
+        struct Ping {
+            i: i64,
+        }
+        struct Echo;
+        impl crate::RoutedAgent for Echo {
+            fn routes(r: &mut crate::Routes<Self>) {
+                r.rpc_sync(|_: &mut Echo, m: &Ping, _| Ok::<_, BoxError>(m.i + 1));
+            }
+        }
+        let rt = crate::AgentRuntime::new();
+        rt.register_routed("echo", |_| Echo).await.unwrap();
+        rt.start().unwrap();
+        let to = crate::AgentId::new("echo", "k").unwrap();
+        let r = rt
+            .send_message(
+                Message::from_json(Arc::from("Ping"), br#"{"i":41}"#),
+                to.clone(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.decode::<i64>().unwrap(), 42);
+        // A name no handler takes is still the typed CantHandle.
+        let e = rt
+            .send_message(
+                Message::from_json(Arc::from("Pong"), br#"{"i":1}"#),
+                to,
+                Default::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::CantHandle { .. }), "{e}");
+        rt.stop_when_idle().await.unwrap();
     }
 
     #[test]

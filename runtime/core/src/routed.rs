@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 use crate::agent::{Agent, MessageContext};
 use crate::error::{BoxError, Error};
-use crate::message::{Message, MessageSerializer, decode_payload, type_name_of};
+use crate::message::{Message, MessageSerializer, decode_bytes, type_name_of};
 use crate::state::AgentState;
 use crate::subscription::Subscription;
 use crate::{AgentType, JsonSerializer};
@@ -101,7 +101,8 @@ type SyncCall<A> = Box<
         + Sync,
 >;
 type Matcher = Box<dyn Fn(&(dyn Any + Send + Sync), &MessageContext) -> bool + Send + Sync>;
-type Decode = fn(&crate::Payload) -> Result<Arc<dyn Any + Send + Sync>, Error>;
+/// Decodes (type name, content type, bytes) into a route's type.
+type Decode = fn(&str, &str, &[u8]) -> Result<Arc<dyn Any + Send + Sync>, Error>;
 
 enum Callable<A> {
     Async(Call<A>),
@@ -153,9 +154,11 @@ impl<A, T: Any + Send + Sync> RouteBuilder<'_, A, T> {
 }
 
 fn decode_arc<T: DeserializeOwned + Send + Sync + 'static>(
-    p: &crate::Payload,
+    type_name: &str,
+    content_type: &str,
+    data: &[u8],
 ) -> Result<Arc<dyn Any + Send + Sync>, Error> {
-    Ok(Arc::new(decode_payload::<T>(p)?))
+    Ok(Arc::new(decode_bytes::<T>(type_name, content_type, data)?))
 }
 
 fn downcast<T: 'static>(v: &(dyn Any + Send + Sync)) -> &T {
@@ -341,12 +344,14 @@ impl<A: RoutedAgent> Agent for Routed<A> {
                 Some(id) if id == route.type_id => message.as_any().expect("native"),
                 Some(_) => continue,
                 None => {
-                    let Some(p) = message.payload() else { continue };
-                    if p.type_name != route.type_name {
+                    let Some((name, content_type, data)) = message.bytes() else {
+                        continue;
+                    };
+                    if name != route.type_name {
                         continue;
                     }
                     if decoded.as_ref().map(|(id, _)| *id) != Some(route.type_id) {
-                        decoded = Some((route.type_id, (route.decode)(p)?));
+                        decoded = Some((route.type_id, (route.decode)(name, content_type, data)?));
                     }
                     &*decoded.as_ref().expect("just decoded").1
                 }

@@ -33,7 +33,10 @@ async fn declared_message_types_cross_by_index_and_others_by_name() {
     // as indices into this table, anything else (the fallback's) by name.
     let echo = load("echo", guests::ECHO).await.unwrap();
     assert_eq!(
-        echo.declared_types(),
+        echo.declared_types()
+            .iter()
+            .map(|t| &**t)
+            .collect::<Vec<_>>(),
         [
             "Ping",
             "Pong",
