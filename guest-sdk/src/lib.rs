@@ -229,8 +229,9 @@ fn data_of(data: &[u8]) -> Option<MessageData> {
 
 thread_local! {
     /// Where answers are encoded: one buffer reused, so a short answer (inline) allocates nothing.
-    /// (`None` at first, for the same reason as `TYPES`.)
-    static SCRATCH: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// (Boxed, for the same reason as `TYPES`: the `Box` is what makes `None` all zeros.)
+    #[allow(clippy::box_collection)]
+    static SCRATCH: RefCell<Option<Box<Vec<u8>>>> = const { RefCell::new(None) };
 }
 
 /// `value` as JSON message data, inline when it fits.
@@ -240,7 +241,7 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
         let Ok(mut slot) = scratch.try_borrow_mut() else {
             return Ok(MessageData::Bytes(serde_json::to_vec(value)?));
         };
-        let buf = slot.get_or_insert_default();
+        let buf: &mut Vec<u8> = slot.get_or_insert_default();
         buf.clear();
         if buf.capacity() == 0 {
             buf.reserve(128);
@@ -253,9 +254,11 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
 thread_local! {
     /// The component's declared type table (`description.types`), once the agent is built: the
     /// messages it sends and the answers it gets name a type in it by index.
-    /// (`None` until then: an all-zero static sits in the component's `.bss`, so an instance
-    /// writes no extra page of its data image for it.)
-    static TYPES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    /// (Boxed: `None` is then a null pointer, so the static is all zeros and sits in the
+    /// component's `.bss`. An unboxed `Option<Vec<_>>` is not: its `None` is a capacity niche
+    /// with the high bit set, which put the static in `.data`, and an instance's first call then
+    /// copied one more page of the data image.)
+    static TYPES: RefCell<Option<Box<[String]>>> = const { RefCell::new(None) };
 }
 
 /// `value` as a message to send: its type by index when declared, its data inline when short.
@@ -739,7 +742,7 @@ pub mod __private {
                 // Messages sent from here on name declared types by index. (Not during `init`:
                 // the host learns the table from this instance's `describe`, which may be
                 // what is building it.)
-                TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone()));
+                TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone().into()));
                 Box::new(Live { agent, handlers })
             });
             f(live)
@@ -1075,7 +1078,7 @@ mod tests {
         // Before the agent is built (or in a component that declares nothing): by name.
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "Ping"));
-        TYPES.with(|t| *t.borrow_mut() = Some(vec!["Ping".into(), "i64".into()]));
+        TYPES.with(|t| *t.borrow_mut() = Some(vec!["Ping".into(), "i64".into()].into()));
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Declared(0)));
         assert!(matches!(m.data, MessageData::Inline(_)));
