@@ -353,6 +353,15 @@ pub async fn run(args: RunArgs) -> u8 {
     };
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ok = tokio::select! {
+        // Polled first: `ctrl_c` installs its handler when first polled, and the work may print
+        // its answers within its own first poll. An interrupt right after the first answer must
+        // find the handler there (and finish and save), not the default action (exit at once).
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!("interrupted: finishing in-flight messages");
+            false
+        }
         ok = async {
             let ok = work.await;
             if args.until_idle {
@@ -363,11 +372,6 @@ pub async fn run(args: RunArgs) -> u8 {
                 ok
             }
         } => ok,
-        _ = tokio::signal::ctrl_c() => {
-            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-            tracing::warn!("interrupted: finishing in-flight messages");
-            false
-        }
     };
     // Shut down: let in-flight work finish (bounded), then stop; stop() fails whatever is left.
     let drained = tokio::time::timeout(Duration::from_secs(10), runtime.stop_when_idle()).await;
