@@ -129,15 +129,22 @@ impl wit::MessageData {
     }
 }
 
-/// Message data from the WIT. An inline length above its capacity is the guest's error.
+/// Inline message data from the WIT, unpacked into `buf`. An inline length above its capacity is
+/// the guest's error.
+fn inline_from_wit<'a>(
+    b: &wit::InlineBytes,
+    buf: &'a mut [u8; inline::CAPACITY],
+) -> Result<&'a [u8], wit::Error> {
+    inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], buf)
+        .map_err(|e| wit::Error::Other(e.to_string()))
+}
+
+/// Message data from the WIT, owned.
 fn data_from_wit(data: wit::MessageData) -> Result<Vec<u8>, wit::Error> {
     match data {
         wit::MessageData::Bytes(b) => Ok(b),
         wit::MessageData::Inline(b) => {
-            let mut buf = [0; inline::CAPACITY];
-            inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], &mut buf)
-                .map(<[u8]>::to_vec)
-                .map_err(|e| wit::Error::Other(e.to_string()))
+            Ok(inline_from_wit(&b, &mut [0; inline::CAPACITY])?.to_vec())
         }
     }
 }
@@ -159,8 +166,7 @@ pub(crate) fn from_wit_message(m: wit::Message, types: &[Arc<str>]) -> Result<Me
         (&m.message_type, &m.content_type, &m.data)
     {
         let mut buf = [0; inline::CAPACITY];
-        let data = inline::unpack_into(b.len, [b.word0, b.word1, b.word2, b.word3], &mut buf)
-            .map_err(|e| wit::Error::Other(e.to_string()))?;
+        let data = inline_from_wit(b, &mut buf)?;
         return Ok(Message::from_json(declared(*i)?.clone(), data));
     }
     let type_name = match m.message_type {

@@ -273,6 +273,16 @@ impl Message {
     /// whose type name matches is deserialized. Anything else is a typed error.
     pub fn decode<T: DeserializeOwned + Any + Send + Sync>(self) -> Result<T, Error> {
         let expected = || type_name_of::<T>();
+        // Carried as bytes (a payload or inline JSON): its type name must match.
+        if let Some((name, content_type, data)) = self.bytes() {
+            if static_bare_name(std::any::type_name::<T>()) != name {
+                return Err(Error::UnexpectedResponse {
+                    expected: expected(),
+                    actual: name.to_owned(),
+                });
+            }
+            return decode_bytes(name, content_type, data);
+        }
         match self.repr {
             Repr::Native {
                 value,
@@ -301,28 +311,7 @@ impl Message {
                     actual: bare_type_name(rust_name),
                 }),
             },
-            Repr::Payload(p) => {
-                if static_bare_name(std::any::type_name::<T>()) != p.type_name {
-                    return Err(Error::UnexpectedResponse {
-                        expected: expected(),
-                        actual: p.type_name.clone(),
-                    });
-                }
-                decode_payload::<T>(&p)
-            }
-            Repr::Inline {
-                type_name,
-                len,
-                bytes,
-            } => {
-                if static_bare_name(std::any::type_name::<T>()) != &*type_name {
-                    return Err(Error::UnexpectedResponse {
-                        expected: expected(),
-                        actual: type_name.to_string(),
-                    });
-                }
-                decode_bytes(&type_name, JSON, &bytes[..usize::from(len)])
-            }
+            Repr::Payload(_) | Repr::Inline { .. } => unreachable!("decoded as bytes above"),
             // No value decodes as whatever JSON `null` decodes as: `()` or `Option<_>`.
             Repr::Empty => serde_json::from_slice(b"null").map_err(|_| Error::UnexpectedResponse {
                 expected: expected(),
@@ -336,14 +325,6 @@ impl Message {
     pub fn into_payload(self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
         match self.repr {
             Repr::Payload(p) => Ok(Arc::try_unwrap(p).unwrap_or_else(|shared| (*shared).clone())),
-            Repr::Inline {
-                type_name,
-                len,
-                bytes,
-            } => Ok(Payload::json(
-                &*type_name,
-                bytes[..usize::from(len)].to_vec(),
-            )),
             repr => Message { repr }.to_payload(registry),
         }
     }
@@ -353,13 +334,9 @@ impl Message {
     pub fn to_payload(&self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
         match &self.repr {
             Repr::Payload(p) => Ok((**p).clone()),
-            Repr::Inline {
-                type_name,
-                len,
-                bytes,
-            } => Ok(Payload::json(
+            Repr::Inline { type_name, .. } => Ok(Payload::json(
                 &**type_name,
-                bytes[..usize::from(*len)].to_vec(),
+                self.bytes().expect("inline data is bytes").2.to_vec(),
             )),
             Repr::Empty => Ok(Payload::json("()", b"null".to_vec())),
             Repr::Native {
@@ -403,17 +380,14 @@ impl Message {
         registry: Option<&SerializerRegistry>,
         buf: &'a mut Vec<u8>,
     ) -> Result<Encoded<'a>, Error> {
+        if let Some((name, content_type, data)) = self.bytes() {
+            return Ok(Encoded {
+                type_name: Cow::Borrowed(name),
+                content_type: Cow::Borrowed(content_type),
+                data: Cow::Borrowed(data),
+            });
+        }
         match &self.repr {
-            Repr::Payload(p) => Ok(Encoded::from(&**p)),
-            Repr::Inline {
-                type_name,
-                len,
-                bytes,
-            } => Ok(Encoded {
-                type_name: Cow::Borrowed(type_name),
-                content_type: Cow::Borrowed(JSON),
-                data: Cow::Borrowed(&bytes[..usize::from(*len)]),
-            }),
             Repr::Native {
                 value,
                 rust_name,
@@ -428,7 +402,7 @@ impl Message {
                     data: Cow::Borrowed(buf),
                 })
             }
-            // Nothing, a registered serializer, or no encoding at all: as `to_payload` does.
+            // No value, a registered serializer, or no encoding at all: as `to_payload` does.
             _ => {
                 let p = self.to_payload(registry)?;
                 Ok(Encoded {
