@@ -29,7 +29,9 @@ pub mod tenant;
 mod wasm_agent;
 
 pub use bindings::GuestError;
-pub use host::{Allocation, Ceilings, HostConfig, Limits, LoadedPlugin, PluginError, WasmHost};
+pub use host::{
+    Allocation, Ceilings, HostConfig, Limits, LoadedPlugin, MemoryChecks, PluginError, WasmHost,
+};
 pub use manifest::{Manifest, ManifestError};
 pub use tenant::{Tenant, TenantConfig};
 pub use warren_core::*;

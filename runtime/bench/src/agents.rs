@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warren_runtime::{
     AgentId, AgentRuntime, AgentState, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest,
-    MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
+    MemoryChecks, MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
 };
 
 macro_rules! message {
@@ -190,6 +190,11 @@ impl Variant {
             max_instances,
             max_memory: 16 << 20,
             perf_map: std::env::var_os(crate::workloads::PERF_CTL).is_some(),
+            memory_checks: if std::env::var_os(crate::workloads::EXPLICIT_CHECKS).is_some() {
+                MemoryChecks::Explicit
+            } else {
+                MemoryChecks::Auto
+            },
             ..HostConfig::default()
         })?;
         let load = |plugin: &str, file: &str| {
@@ -223,6 +228,14 @@ impl Variant {
             Variant::Native => "-",
             Variant::Wasm(p) if p.host.is_pooling() => "pooling",
             Variant::Wasm(_) => "on-demand",
+        }
+    }
+
+    pub fn memory_checks(&self) -> &'static str {
+        match self {
+            Variant::Native => "-",
+            Variant::Wasm(p) if p.host.uses_guard_regions() => "guard regions (no explicit checks)",
+            Variant::Wasm(_) => "explicit bounds checks",
         }
     }
 

@@ -88,6 +88,11 @@ struct Timer {
 /// The environment variable naming a `perf record --control` fifo (see [`perf_control`]).
 pub const PERF_CTL: &str = "WARREN_BENCH_PERF_CTL";
 
+/// Set (to anything) to compile guests with explicit bounds checks whatever the pool size
+/// (`MemoryChecks::Explicit`): valgrind cannot reserve 4 GiB of address space per instance for
+/// more than about 30 instances, so `instructions.py` sets it for its 100-agent workloads.
+pub const EXPLICIT_CHECKS: &str = "WARREN_BENCH_EXPLICIT_CHECKS";
+
 /// Tells `perf record --control fifo:PATH -D -1` to sample only inside timed regions, when
 /// `WARREN_BENCH_PERF_CTL` names that fifo (setup and teardown then stay out of the profile).
 fn perf_control(command: &str) {
@@ -137,6 +142,7 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "threads": threads,
         "codec": variant.codec(),
         "allocator": variant.allocator(),
+        "memory_checks": variant.memory_checks(),
         "global_allocator": format!(
             "mimalloc (purge delay {} ms, transparent huge pages {})",
             warren_runtime::allocator::purge_delay_ms(),

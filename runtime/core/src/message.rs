@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,6 +110,9 @@ enum Repr {
         value: Arc<dyn Any + Send + Sync>,
         rust_name: &'static str,
         encode: Option<EncodeFn>,
+        /// The JSON encoding, shared by every clone: set up for a message bound for several
+        /// recipients ([`Message::share_encoding`]), filled by the first that needs bytes.
+        json: Option<Arc<OnceLock<Box<[u8]>>>>,
     },
     Payload(Arc<Payload>),
 }
@@ -151,6 +154,7 @@ impl Message {
                 value: Arc::new(value),
                 rust_name: std::any::type_name::<T>(),
                 encode: Some(encode_json::<T>),
+                json: None,
             },
         }
     }
@@ -163,6 +167,7 @@ impl Message {
                 value: Arc::new(value),
                 rust_name: std::any::type_name::<T>(),
                 encode: None,
+                json: None,
             },
         }
     }
@@ -195,6 +200,20 @@ impl Message {
     /// No value: what an event handler or a handler returning nothing produces.
     pub fn empty() -> Self {
         Self { repr: Repr::Empty }
+    }
+
+    /// Prepares a native message for several recipients: its JSON encoding, if one of them needs
+    /// bytes (a wasm agent), is then made once and shared by all of them instead of once each.
+    /// Messages carried as bytes, and native values without a built-in encoding, are unchanged.
+    pub(crate) fn share_encoding(&mut self) {
+        if let Repr::Native {
+            encode: Some(_),
+            json: json @ None,
+            ..
+        } = &mut self.repr
+        {
+            *json = Some(Arc::default());
+        }
     }
 
     /// True for [`Message::empty`].
@@ -288,6 +307,7 @@ impl Message {
                 value,
                 rust_name,
                 encode,
+                ..
             } => match value.downcast::<T>() {
                 Ok(arc) => match Arc::try_unwrap(arc) {
                     Ok(v) => Ok(v),
@@ -343,6 +363,7 @@ impl Message {
                 value,
                 rust_name,
                 encode,
+                json,
             } => {
                 let type_name = static_bare_name(rust_name).to_owned();
                 if let Some(reg) = registry
@@ -356,6 +377,9 @@ impl Message {
                         content_type: Cow::Owned(s.content_type().to_owned()),
                         data,
                     });
+                }
+                if let Some(data) = json.as_deref().and_then(OnceLock::get) {
+                    return Ok(Payload::json(type_name, data.to_vec()));
                 }
                 match encode {
                     Some(enc) => {
@@ -392,14 +416,29 @@ impl Message {
                 value,
                 rust_name,
                 encode: Some(enc),
+                json,
             } if registry.is_none_or(|r| r.by_rust_type(&**value).is_none()) => {
                 let type_name = static_bare_name(rust_name);
-                buf.clear();
-                enc(&**value, buf).map_err(|e| codec(type_name, e))?;
+                let data: &[u8] = match json.as_deref() {
+                    // Bound for several recipients: encoded once, by the first that needs it.
+                    Some(cell) => match cell.get() {
+                        Some(data) => data,
+                        None => {
+                            let mut data = Vec::new();
+                            enc(&**value, &mut data).map_err(|e| codec(type_name, e))?;
+                            cell.get_or_init(|| data.into_boxed_slice())
+                        }
+                    },
+                    None => {
+                        buf.clear();
+                        enc(&**value, buf).map_err(|e| codec(type_name, e))?;
+                        buf
+                    }
+                };
                 Ok(Encoded {
                     type_name: Cow::Borrowed(type_name),
                     content_type: Cow::Borrowed(JSON),
-                    data: Cow::Borrowed(buf),
+                    data: Cow::Borrowed(data),
                 })
             }
             // No value, a registered serializer, or no encoding at all: as `to_payload` does.
@@ -633,6 +672,40 @@ mod tests {
         let v: DataclassMessage = m.decode().unwrap();
         assert_eq!(v.message, "x");
         assert!(keep.downcast_ref::<DataclassMessage>().is_some());
+    }
+
+    /// Counts its own encodings.
+    struct Counted(&'static std::sync::atomic::AtomicUsize);
+
+    impl Serialize for Counted {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            s.serialize_u8(7)
+        }
+    }
+
+    #[test]
+    fn a_shared_encoding_is_made_once_for_every_clone() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static ENCODED: AtomicUsize = AtomicUsize::new(0);
+        let mut m = Message::new(Counted(&ENCODED));
+        m.share_encoding();
+        let clones = [m.clone(), m.clone(), m];
+        for c in &clones {
+            let mut buf = vec![b'x'; 4];
+            let e = c.encode(None, &mut buf).unwrap();
+            assert_eq!((&*e.type_name, &*e.data), ("Counted", &b"7"[..]));
+            assert_eq!(c.to_payload(None).unwrap().data, b"7");
+        }
+        assert_eq!(ENCODED.load(Ordering::SeqCst), 1);
+        // Without it, every consumer encodes for itself (into its own buffer).
+        static APART: AtomicUsize = AtomicUsize::new(0);
+        let m = Message::new(Counted(&APART));
+        for c in [m.clone(), m] {
+            let mut buf = Vec::new();
+            assert_eq!(&*c.encode(None, &mut buf).unwrap().data, b"7");
+        }
+        assert_eq!(APART.load(Ordering::SeqCst), 2);
     }
 
     #[test]

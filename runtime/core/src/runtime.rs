@@ -1520,13 +1520,17 @@ impl Inner {
     /// sender). A recipient that cannot be reached is reported without affecting the others.
     fn route_publish(
         self: &Arc<Self>,
-        message: Message,
+        mut message: Message,
         topic: TopicId,
         sender: Option<AgentId>,
         token: Option<CancellationToken>,
         message_id: MessageId,
     ) {
         let recipients = self.subscriptions.recipients(&topic);
+        if recipients.len() > 1 {
+            // Wasm recipients then share one JSON encoding instead of making one each.
+            message.share_encoding();
+        }
         let published = Arc::new(Published {
             message,
             sender,

@@ -430,3 +430,63 @@ async fn the_host_falls_back_to_on_demand_allocation_when_the_pool_cannot_be_res
         "the shared test host uses the pool"
     );
 }
+
+/// A `News` (the counter plugin's message) that counts how often it is encoded.
+mod counted {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    pub struct News {
+        pub i: i64,
+        pub encoded: &'static AtomicUsize,
+    }
+
+    impl Serialize for News {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.encoded.fetch_add(1, Ordering::SeqCst);
+            let mut st = s.serialize_struct("News", 1)?;
+            st.serialize_field("i", &self.i)?;
+            st.end()
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_native_message_published_to_several_wasm_agents_is_encoded_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ENCODED: AtomicUsize = AtomicUsize::new(0);
+    let rt = AgentRuntime::new();
+    let counter = load("counter", guests::COUNTER).await.unwrap();
+    for t in ["c0", "c1", "c2"] {
+        let t = AgentType::new(t).unwrap();
+        host()
+            .register_as(
+                &rt,
+                &counter,
+                t.clone(),
+                vec![Subscription::type_subscription("news", t)],
+            )
+            .await
+            .unwrap();
+    }
+    rt.start().unwrap();
+    for i in 0..2 {
+        let news = counted::News {
+            i,
+            encoded: &ENCODED,
+        };
+        within(rt.publish(news, &"news/s".parse().unwrap()))
+            .await
+            .unwrap();
+    }
+    within(rt.stop_when_idle()).await.unwrap();
+    for t in ["c0", "c1", "c2"] {
+        let s = within(rt.agent_save_state(&id(&format!("{t}/s"))))
+            .await
+            .unwrap();
+        assert_eq!(s.to_value()["counter"], 2, "{t}");
+    }
+    // Two publishes to three wasm agents: two encodings, not six.
+    assert_eq!(ENCODED.load(Ordering::SeqCst), 2);
+}

@@ -183,3 +183,75 @@ async fn a_trap_during_a_publish_is_reported_and_does_not_stop_the_others() {
     );
     within(rt.stop_when_idle()).await.unwrap();
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Peek {
+    address: u32,
+}
+
+#[tokio::test]
+async fn a_read_past_the_end_of_memory_traps_with_guard_regions_and_with_explicit_checks() {
+    use warren_runtime::{HostConfig, Manifest, MemoryChecks, WasmHost};
+    let cache = std::path::Path::new(guests::ROOT)
+        .join("target")
+        .join("test-compile-cache");
+    // The test host's pool (2,000 instances) fits the address space: guard regions, and no
+    // bounds checks in the compiled code.
+    assert!(super::host().uses_guard_regions());
+    let explicit = WasmHost::with_config(HostConfig {
+        memory_checks: MemoryChecks::Explicit,
+        max_instances: 16,
+        cache_dir: Some(cache.clone()),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    assert!(!explicit.uses_guard_regions());
+    // A pool too large for 4 GiB per memory gets explicit checks without being asked.
+    let large = WasmHost::with_config(HostConfig {
+        max_instances: 10_000,
+        max_memory: 16 << 20,
+        cache_dir: None,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    assert!(large.is_pooling() && !large.uses_guard_regions());
+    for host in [super::host(), explicit] {
+        let rt = warren_runtime::AgentRuntime::new();
+        let path = super::manifest_path("faulty");
+        let p = host
+            .load_with_component(
+                Manifest::load(&path).unwrap(),
+                &path,
+                std::path::Path::new(guests::FAULTY),
+            )
+            .await
+            .unwrap();
+        host.register(&rt, &p).await.unwrap();
+        rt.start().unwrap();
+        let f = id("faulty/peek");
+        within(rt.send::<Count>(Inc { by: 5 }, &f)).await.unwrap();
+        // Inside the memory (the guest's own stack): read.
+        within(rt.send::<Count>(Peek { address: 1024 }, &f))
+            .await
+            .unwrap();
+        // Just past the memory's end, and at the top of the 32-bit address space: trapped.
+        for address in [17 << 20, u32::MAX - 8] {
+            let e = within(rt.send::<Count>(Peek { address }, &f))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Trapped { ref trap, .. } if trap.contains("out of bounds")),
+                "guard regions {}: {e}",
+                host.uses_guard_regions()
+            );
+        }
+        // The agent is served again, by a fresh instance.
+        assert_eq!(
+            within(rt.send::<Count>(Inc { by: 1 }, &f))
+                .await
+                .unwrap()
+                .value,
+            1
+        );
+    }
+}
