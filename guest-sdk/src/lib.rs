@@ -311,6 +311,90 @@ pub fn send<R: DeserializeOwned + 'static>(
     decode_answer(&response)
 }
 
+/// Sends `message` to `recipient` as this agent and keeps its response as it arrived (see
+/// [`Reply`]).
+pub fn send_raw<R: 'static>(
+    message: &(impl Serialize + ?Sized),
+    recipient: &AgentId,
+) -> Result<Reply<R>, Error> {
+    Ok(Reply {
+        message: host::send(recipient, &outgoing(message)?)?,
+        _r: std::marker::PhantomData,
+    })
+}
+
+/// Another agent's answer as it arrived: its message type and encoded data, unread. A handler
+/// that answers with it passes it on unchanged, without decoding and re-encoding it (what a relay
+/// or a router wants); [`Reply::decode`] reads it. `R` is the type the answer is expected to have:
+/// it is declared in the agent's type table like any answer type, so it crosses the component
+/// boundary as an index.
+pub struct Reply<R> {
+    message: Message,
+    _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned + 'static> Reply<R> {
+    /// The answer as an `R` (an error if it is another type).
+    pub fn decode(&self) -> Result<R, Error> {
+        decode_answer(&self.message)
+    }
+}
+
+impl<R: Serialize + 'static> Reply<R> {
+    /// An answer made here, for a handler that sometimes passes a reply on and sometimes answers
+    /// itself.
+    pub fn new(value: &R) -> Result<Self, Error> {
+        Ok(Reply {
+            message: outgoing(value)?,
+            _r: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<R> std::fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Reply<{}>", type_name_ref::<R>())
+    }
+}
+
+/// What a handler answers with: any serializable value (encoded as JSON and named after its type;
+/// `()` answers with no message), or a [`Reply`] (passed on as it came).
+pub trait Answer: 'static {
+    /// The type name declared for this answer, `None` for no message.
+    #[doc(hidden)]
+    fn declared_type() -> Option<&'static str>;
+    /// The answer as a message; `declared` is the index of [`Answer::declared_type`].
+    #[doc(hidden)]
+    fn into_message(self, declared: Option<u32>) -> Result<Option<Message>, Error>;
+}
+
+impl<S: Serialize + 'static> Answer for S {
+    fn declared_type() -> Option<&'static str> {
+        (std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>()).then(type_name_ref::<S>)
+    }
+
+    fn into_message(self, declared: Option<u32>) -> Result<Option<Message>, Error> {
+        let Some(t) = declared else {
+            return Ok(None);
+        };
+        Ok(Some(Message {
+            message_type: MessageType::Declared(t),
+            content_type: None,
+            data: encode_data(&self)?,
+        }))
+    }
+}
+
+impl<R: 'static> Answer for Reply<R> {
+    fn declared_type() -> Option<&'static str> {
+        Some(type_name_ref::<R>())
+    }
+
+    fn into_message(self, _: Option<u32>) -> Result<Option<Message>, Error> {
+        Ok(Some(self.message))
+    }
+}
+
 /// Publishes `message` to `topic` as this agent.
 pub fn publish(message: &(impl Serialize + ?Sized), topic: &TopicId) -> Result<(), Error> {
     host::publish(topic, &outgoing(message)?)
@@ -404,6 +488,15 @@ impl Context {
         recipient: &AgentId,
     ) -> Result<R, Error> {
         send(message, recipient)
+    }
+
+    /// Sends as this agent and keeps the answer as it arrived; see [`send_raw`].
+    pub fn send_raw<R: 'static>(
+        &self,
+        message: &(impl Serialize + ?Sized),
+        recipient: &AgentId,
+    ) -> Result<Reply<R>, Error> {
+        send_raw(message, recipient)
     }
 
     /// Publishes as this agent; see [`publish`].
@@ -512,15 +605,14 @@ impl<A: 'static> Handlers<A> {
     ) -> When<T>
     where
         T: DeserializeOwned + 'static,
-        R: Serialize + 'static,
+        R: Answer,
     {
         let pred: std::rc::Rc<RefCell<Option<Pred>>> = Default::default();
         let p = pred.clone();
-        let unit = std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>();
         let type_name = type_name_ref::<T>();
         let message_type = self.declare(type_name);
         // A handler answering `()` answers with no message, so `()` is not declared.
-        let response_type = (!unit).then(|| self.declare(type_name_ref::<R>()));
+        let response_type = R::declared_type().map(|name| self.declare(name));
         let call: Call<A> = Box::new(move |agent, content_type, data, ctx| {
             let value: T = match decode_data(type_name, content_type, data) {
                 Ok(v) => v,
@@ -531,17 +623,7 @@ impl<A: 'static> Handlers<A> {
             {
                 return Outcome::Declined;
             }
-            Outcome::Done(match (f(agent, value, ctx), response_type) {
-                (Ok(r), Some(t)) => encode_data(&r).map(|data| {
-                    Some(Message {
-                        message_type: MessageType::Declared(t),
-                        content_type: None,
-                        data,
-                    })
-                }),
-                (Ok(_), None) => Ok(None),
-                (Err(e), _) => Err(e),
-            })
+            Outcome::Done(f(agent, value, ctx).and_then(|r| r.into_message(response_type)))
         });
         self.routes.push(Route {
             message_type,
@@ -554,14 +636,14 @@ impl<A: 'static> Handlers<A> {
         }
     }
 
-    /// A handler for direct sends of `T`; its `R` is the response.
+    /// A handler for direct sends of `T`; its `R` is the response (see [`Answer`]).
     pub fn rpc<T, R>(
         &mut self,
         f: impl Fn(&mut A, T, &Context) -> Result<R, Error> + 'static,
     ) -> When<T>
     where
         T: DeserializeOwned + 'static,
-        R: Serialize + 'static,
+        R: Answer,
     {
         self.push(Kind::Rpc, f)
     }
@@ -584,7 +666,7 @@ impl<A: 'static> Handlers<A> {
     ) -> When<T>
     where
         T: DeserializeOwned + 'static,
-        R: Serialize + 'static,
+        R: Answer,
     {
         self.push(Kind::Any, f)
     }
@@ -967,6 +1049,55 @@ mod tests {
         assert!(
             matches!(e, Error::Other(ref m) if m.contains("index 9")),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_reply_is_passed_on_as_it_came_and_its_type_is_declared() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Pong {
+            i: i64,
+        }
+        #[derive(Default, Serialize, Deserialize)]
+        struct Relay;
+        impl Agent for Relay {
+            fn handlers(h: &mut Handlers<Self>) {
+                // As if `ctx.send_raw::<Pong>(..)` had returned this answer: JSON no encoder
+                // would write, and a type given by name.
+                h.rpc(|_: &mut Relay, _: Ping, _| {
+                    Ok(Reply::<Pong> {
+                        message: Message {
+                            message_type: MessageType::Named("Pong".into()),
+                            content_type: None,
+                            data: MessageData::Bytes(b"{ \"i\" : 7 }".to_vec()),
+                        },
+                        _r: std::marker::PhantomData,
+                    })
+                });
+            }
+        }
+        let mut h = Handlers::new();
+        Relay::handlers(&mut h);
+        assert_eq!(h.types, ["Ping", "Pong"], "the reply's type is declared");
+        let m = h.to_message(encode(&Ping { i: 1 }).unwrap());
+        let r = h.dispatch(&mut Relay, m, &ctx(true)).unwrap().unwrap();
+        assert!(matches!(r.message_type, MessageType::Named(ref n) if n == "Pong"));
+        let MessageData::Bytes(data) = &r.data else {
+            panic!("bytes in, bytes out");
+        };
+        assert_eq!(data, b"{ \"i\" : 7 }", "not decoded and encoded again");
+        let reply = Reply::<Pong> {
+            message: r,
+            _r: std::marker::PhantomData,
+        };
+        assert_eq!(reply.decode().unwrap(), Pong { i: 7 });
+        assert!(
+            Reply::<String> {
+                message: reply.message,
+                _r: std::marker::PhantomData,
+            }
+            .decode()
+            .is_err()
         );
     }
 

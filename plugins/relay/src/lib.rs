@@ -8,7 +8,7 @@
 //!   `"answered by <its id>"`. The tests build call chains and cycles with it.
 
 use serde::{Deserialize, Serialize};
-use warren_guest::{Agent, AgentId, Context, Error, Handlers};
+use warren_guest::{Agent, AgentId, Context, Error, Handlers, Reply};
 
 /// Length of the `HopReq` chain.
 pub const HOPS: u64 = 10;
@@ -59,15 +59,16 @@ impl Agent for Relay {
     }
 
     fn handlers(h: &mut Handlers<Self>) {
+        // The next hop's answer goes back as it came: not decoded and encoded again.
         h.rpc(|me: &mut Relay, m: HopReq, ctx: &Context| match &me.next {
-            Some(next) => ctx.send::<HopResp>(
+            Some(next) => ctx.send_raw::<HopResp>(
                 &HopReq {
                     i: m.i,
                     hops: m.hops + 1,
                 },
                 next,
             ),
-            None => Ok::<_, Error>(HopResp {
+            None => Reply::new(&HopResp {
                 i: m.i,
                 hops: m.hops + 1,
             }),
