@@ -14,6 +14,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -160,10 +161,11 @@ pub enum MemoryChecks {
     /// Guard regions where the address space allows it: each memory gets wasmtime's default
     /// reservation of 4 GiB plus a guard, so every address a 32-bit guest can form lands in its
     /// own reservation and the compiled code checks no bounds (an access past the memory's end
-    /// hits an inaccessible page and traps). A pool of more than about 4,000 instances would need
-    /// over 32 TiB of address space for that, so larger pools reserve only `max_memory` per
-    /// memory and every load and store carries an explicit, Spectre-hardened check instead (about
-    /// a tenth of a small message's cost). The default.
+    /// hits an inaccessible page and traps). The pools of one process share 64 TiB of address
+    /// space for that (a pool of 1,000 instances takes 8 TiB); a pool that does not fit, or whose
+    /// reservation the machine refuses, reserves only `max_memory` per memory and every load and
+    /// store carries an explicit, Spectre-hardened check instead (about a tenth of a small
+    /// message's cost). The default.
     #[default]
     Auto,
     /// Always explicit checks, with `max_memory` reserved per memory (for tools that cannot
@@ -371,6 +373,8 @@ pub(crate) struct HostInner {
     cache_dir: Option<PathBuf>,
     pooling: bool,
     guard_regions: bool,
+    /// The pool's share of the process's guard-region address space, held while the host lives.
+    _guard_share: Option<GuardRegionShare>,
     pub(crate) fuel: bool,
     pub(crate) epoch_tick: Duration,
     max_memory: usize,
@@ -556,18 +560,25 @@ impl WasmHost {
 
     /// A host with explicit settings.
     pub fn with_config(config: HostConfig) -> Result<Self, PluginError> {
-        let engine = match config.allocation {
-            Allocation::OnDemand => build_engine(&config, false)?,
-            Allocation::Pooling => build_engine(&config, true)?,
-            Allocation::Auto => match build_engine(&config, true) {
+        // On-demand memories keep wasmtime's default reservation unless told otherwise.
+        let on_demand = |config: &HostConfig| {
+            let guard_regions = config.memory_checks == MemoryChecks::Auto;
+            build_engine(config, false, guard_regions).map(|e| (e, false, guard_regions, None))
+        };
+        let pooled = |config: &HostConfig| {
+            pooled_engine(config).map(|(e, share)| (e, true, share.is_some(), share))
+        };
+        let (engine, pooling, guard_regions, guard_share) = match config.allocation {
+            Allocation::OnDemand => on_demand(&config)?,
+            Allocation::Pooling => pooled(&config)?,
+            Allocation::Auto => match pooled(&config) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-                    build_engine(&config, false)?
+                    on_demand(&config)?
                 }
             },
         };
-        let (engine, pooling, guard_regions) = engine;
         let linker = build_linker(&engine, false).map_err(engine_err)?;
         let sync_linker = build_linker(&engine, true).map_err(engine_err)?;
         if let Some(dir) = &config.cache_dir
@@ -598,6 +609,7 @@ impl WasmHost {
                 cache_dir: config.cache_dir,
                 pooling,
                 guard_regions,
+                _guard_share: guard_share,
                 fuel: config.fuel,
                 epoch_tick: tick,
                 max_memory: config.max_memory,
@@ -933,23 +945,64 @@ fn engine_err(e: impl std::fmt::Display) -> PluginError {
     PluginError::Engine(e.to_string())
 }
 
-/// Address space a pool may reserve for guard-region bounds checks (a quarter of x86-64's 128 TiB
-/// of user address space).
-const GUARD_REGION_BUDGET: u64 = 32 << 40;
+/// Address space the pools of one process may reserve for guard regions, all hosts together: half
+/// of x86-64's 128 TiB of user address space.
+const GUARD_REGION_BUDGET: u64 = 64 << 40;
 
-/// Whether a pool of `instances` slots fits [`GUARD_REGION_BUDGET`] with wasmtime's default
-/// reservation per memory (see [`MemoryChecks::Auto`]). With a smaller reservation every load and
-/// store carries an explicit bounds check (a compare, a conditional move, and the memory's base
-/// and length loaded again from the instance's context): 1,200 of the 11,300 instructions of a
-/// wasm round trip.
-fn guard_regions_fit(instances: u32) -> bool {
-    // Two memory slots per instance (see `total_memories`), each 4 GiB plus a 32 MiB guard.
-    u64::from(instances) * 2 * ((4 << 30) + (32 << 20)) <= GUARD_REGION_BUDGET
+/// Address space held by pools with guard regions in this process.
+static GUARD_REGION_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// One pool's share of [`GUARD_REGION_BUDGET`], given back when its host is dropped.
+pub(crate) struct GuardRegionShare(u64);
+
+impl GuardRegionShare {
+    /// The share a pool of `instances` slots needs (two memory slots per instance, see
+    /// `total_memories`, each wasmtime's default 4 GiB reservation plus its 32 MiB guard), if the
+    /// budget has it. With explicit checks instead, every load and store of a guest carries a
+    /// compare, a conditional move, and the memory's base and length loaded again from the
+    /// instance's context: 1,200 of the 11,300 instructions of a wasm round trip.
+    fn take(instances: u32) -> Option<Self> {
+        let need = u64::from(instances).checked_mul(2 * ((4 << 30) + (32 << 20)))?;
+        GUARD_REGION_HELD
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                held.checked_add(need)
+                    .filter(|&total| total <= GUARD_REGION_BUDGET)
+            })
+            .ok()
+            .map(|_| Self(need))
+    }
 }
 
-/// An engine, whether it uses the pooling allocator, and whether guest memories have guard
-/// regions.
-fn build_engine(config: &HostConfig, pooling: bool) -> Result<(Engine, bool, bool), PluginError> {
+impl Drop for GuardRegionShare {
+    fn drop(&mut self) {
+        GUARD_REGION_HELD.fetch_sub(self.0, Ordering::SeqCst);
+    }
+}
+
+/// A pooled engine: with guard regions if the settings ask for them ([`MemoryChecks::Auto`]), the
+/// process's budget has room and the pool can be reserved; otherwise with explicit checks.
+fn pooled_engine(config: &HostConfig) -> Result<(Engine, Option<GuardRegionShare>), PluginError> {
+    if config.memory_checks == MemoryChecks::Auto
+        && let Some(share) = GuardRegionShare::take(config.max_instances.max(1))
+    {
+        match build_engine(config, true, true) {
+            Ok(engine) => return Ok((engine, Some(share))),
+            // Address space limited by the machine (or `ulimit -v`): smaller reservations.
+            Err(e) => {
+                tracing::info!(error = %e, "no guard regions for this pool; checking bounds explicitly")
+            }
+        }
+    }
+    Ok((build_engine(config, true, false)?, None))
+}
+
+/// An engine. With `guard_regions`, memories keep wasmtime's default reservation; without, they
+/// reserve only `max_memory`, so many slots fit in the address space, and guests check bounds.
+fn build_engine(
+    config: &HostConfig,
+    pooling: bool,
+    guard_regions: bool,
+) -> Result<Engine, PluginError> {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
@@ -957,18 +1010,12 @@ fn build_engine(config: &HostConfig, pooling: bool) -> Result<(Engine, bool, boo
     if config.perf_map {
         c.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    let n = config.max_instances.max(1);
-    let guard_regions = match config.memory_checks {
-        MemoryChecks::Explicit => false,
-        // On-demand memories keep wasmtime's default reservation.
-        MemoryChecks::Auto => !pooling || guard_regions_fit(n),
-    };
     if !guard_regions {
-        // Reserve only what an instance may use, so many slots fit in the address space.
         c.memory_reservation(config.max_memory as u64);
         c.memory_guard_size(64 << 10);
     }
     if pooling {
+        let n = config.max_instances.max(1);
         let mut p = PoolingAllocationConfig::default();
         // A Rust wasip2 component has a handful of core instances (the program plus adapter
         // shims), each with at most one memory and one table.
@@ -988,12 +1035,12 @@ fn build_engine(config: &HostConfig, pooling: bool) -> Result<(Engine, bool, boo
     }
     let engine = Engine::new(&c).map_err(engine_err)?;
     if pooling {
-        // Creating the pool reserves its address space lazily; prove it works now, so `Auto` can
-        // fall back instead of failing on the first instance.
+        // The pool reserves its address space when the first store is made; prove it works now,
+        // so the caller can fall back instead of failing on the first instance.
         let probe: Store<()> = Store::new(&engine, ());
         drop(probe);
     }
-    Ok((engine, pooling, guard_regions))
+    Ok(engine)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -1070,6 +1117,41 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_share_the_guard_region_budget_and_give_it_back() {
+        // No other test of this binary makes a host, so the budget is this test's alone.
+        let config = |instances| HostConfig {
+            max_instances: instances,
+            cache_dir: None,
+            allocation: Allocation::Pooling,
+            ..HostConfig::default()
+        };
+        let per_instance = 2 * ((4u64 << 30) + (32 << 20));
+        // Just over half the budget each: two such pools cannot both have guard regions.
+        let half = u32::try_from(GUARD_REGION_BUDGET / per_instance / 2 + 1).unwrap();
+        let a = WasmHost::with_config(config(half)).unwrap();
+        assert!(a.is_pooling() && a.uses_guard_regions());
+        let b = WasmHost::with_config(config(half)).unwrap();
+        assert!(
+            b.is_pooling() && !b.uses_guard_regions(),
+            "over the budget: explicit checks"
+        );
+        drop(a);
+        let c = WasmHost::with_config(config(half)).unwrap();
+        assert!(
+            c.uses_guard_regions(),
+            "a dropped host gives its share back"
+        );
+        let explicit = WasmHost::with_config(HostConfig {
+            memory_checks: MemoryChecks::Explicit,
+            ..config(16)
+        })
+        .unwrap();
+        assert!(!explicit.uses_guard_regions());
+        drop((b, c, explicit));
+        assert_eq!(GUARD_REGION_HELD.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn headers_tell_modules_and_junk_from_components() {

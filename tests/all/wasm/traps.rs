@@ -195,9 +195,14 @@ async fn a_read_past_the_end_of_memory_traps_with_guard_regions_and_with_explici
     let cache = std::path::Path::new(guests::ROOT)
         .join("target")
         .join("test-compile-cache");
-    // The test host's pool (2,000 instances) fits the address space: guard regions, and no
-    // bounds checks in the compiled code.
-    assert!(super::host().uses_guard_regions());
+    // A small pool fits the process's guard-region budget: no bounds checks in compiled code.
+    let guarded = WasmHost::with_config(HostConfig {
+        max_instances: 16,
+        cache_dir: Some(cache.clone()),
+        ..HostConfig::default()
+    })
+    .unwrap();
+    assert!(guarded.uses_guard_regions());
     let explicit = WasmHost::with_config(HostConfig {
         memory_checks: MemoryChecks::Explicit,
         max_instances: 16,
@@ -208,14 +213,14 @@ async fn a_read_past_the_end_of_memory_traps_with_guard_regions_and_with_explici
     assert!(!explicit.uses_guard_regions());
     // A pool too large for 4 GiB per memory gets explicit checks without being asked.
     let large = WasmHost::with_config(HostConfig {
-        max_instances: 10_000,
+        max_instances: 20_000,
         max_memory: 16 << 20,
         cache_dir: None,
         ..HostConfig::default()
     })
     .unwrap();
     assert!(large.is_pooling() && !large.uses_guard_regions());
-    for host in [super::host(), explicit] {
+    for host in [guarded, explicit] {
         let rt = warren_runtime::AgentRuntime::new();
         let path = super::manifest_path("faulty");
         let p = host
