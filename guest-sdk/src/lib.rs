@@ -317,10 +317,7 @@ pub fn send_raw<R: 'static>(
     message: &(impl Serialize + ?Sized),
     recipient: &AgentId,
 ) -> Result<Reply<R>, Error> {
-    Ok(Reply {
-        message: host::send(recipient, &outgoing(message)?)?,
-        _r: std::marker::PhantomData,
-    })
+    Ok(Reply::wrap(host::send(recipient, &outgoing(message)?)?))
 }
 
 /// Another agent's answer as it arrived: its message type and encoded data, unread. A handler
@@ -331,6 +328,15 @@ pub fn send_raw<R: 'static>(
 pub struct Reply<R> {
     message: Message,
     _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R> Reply<R> {
+    fn wrap(message: Message) -> Self {
+        Reply {
+            message,
+            _r: std::marker::PhantomData,
+        }
+    }
 }
 
 impl<R: DeserializeOwned + 'static> Reply<R> {
@@ -344,10 +350,7 @@ impl<R: Serialize + 'static> Reply<R> {
     /// An answer made here, for a handler that sometimes passes a reply on and sometimes answers
     /// itself.
     pub fn new(value: &R) -> Result<Self, Error> {
-        Ok(Reply {
-            message: outgoing(value)?,
-            _r: std::marker::PhantomData,
-        })
+        Ok(Reply::wrap(outgoing(value)?))
     }
 }
 
@@ -1065,14 +1068,11 @@ mod tests {
                 // As if `ctx.send_raw::<Pong>(..)` had returned this answer: JSON no encoder
                 // would write, and a type given by name.
                 h.rpc(|_: &mut Relay, _: Ping, _| {
-                    Ok(Reply::<Pong> {
-                        message: Message {
-                            message_type: MessageType::Named("Pong".into()),
-                            content_type: None,
-                            data: MessageData::Bytes(b"{ \"i\" : 7 }".to_vec()),
-                        },
-                        _r: std::marker::PhantomData,
-                    })
+                    Ok(Reply::<Pong>::wrap(Message {
+                        message_type: MessageType::Named("Pong".into()),
+                        content_type: None,
+                        data: MessageData::Bytes(b"{ \"i\" : 7 }".to_vec()),
+                    }))
                 });
             }
         }
@@ -1086,19 +1086,9 @@ mod tests {
             panic!("bytes in, bytes out");
         };
         assert_eq!(data, b"{ \"i\" : 7 }", "not decoded and encoded again");
-        let reply = Reply::<Pong> {
-            message: r,
-            _r: std::marker::PhantomData,
-        };
+        let reply = Reply::<Pong>::wrap(r);
         assert_eq!(reply.decode().unwrap(), Pong { i: 7 });
-        assert!(
-            Reply::<String> {
-                message: reply.message,
-                _r: std::marker::PhantomData,
-            }
-            .decode()
-            .is_err()
-        );
+        assert!(Reply::<String>::wrap(reply.message).decode().is_err());
     }
 
     #[test]

@@ -949,6 +949,15 @@ fn engine_err(e: impl std::fmt::Display) -> PluginError {
 /// of x86-64's 128 TiB of user address space.
 const GUARD_REGION_BUDGET: u64 = 64 << 40;
 
+/// The reservation and guard of one memory with guard regions: wasmtime's defaults on 64-bit
+/// hosts, set explicitly so the budget counts what the engine reserves.
+const GUARD_REGION_RESERVATION: u64 = 4 << 30;
+const GUARD_REGION_GUARD: u64 = 32 << 20;
+
+/// Address space one pooled instance takes with guard regions: two memory slots (see
+/// `total_memories`), each a reservation plus its guard.
+const GUARD_REGION_PER_INSTANCE: u64 = 2 * (GUARD_REGION_RESERVATION + GUARD_REGION_GUARD);
+
 /// Address space held by pools with guard regions in this process.
 static GUARD_REGION_HELD: AtomicU64 = AtomicU64::new(0);
 
@@ -956,13 +965,12 @@ static GUARD_REGION_HELD: AtomicU64 = AtomicU64::new(0);
 pub(crate) struct GuardRegionShare(u64);
 
 impl GuardRegionShare {
-    /// The share a pool of `instances` slots needs (two memory slots per instance, see
-    /// `total_memories`, each wasmtime's default 4 GiB reservation plus its 32 MiB guard), if the
+    /// The share a pool of `instances` slots needs ([`GUARD_REGION_PER_INSTANCE`] each), if the
     /// budget has it. With explicit checks instead, every load and store of a guest carries a
     /// compare, a conditional move, and the memory's base and length loaded again from the
     /// instance's context: 1,200 of the 11,300 instructions of a wasm round trip.
     fn take(instances: u32) -> Option<Self> {
-        let need = u64::from(instances).checked_mul(2 * ((4 << 30) + (32 << 20)))?;
+        let need = u64::from(instances).checked_mul(GUARD_REGION_PER_INSTANCE)?;
         GUARD_REGION_HELD
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 held.checked_add(need)
@@ -1010,7 +1018,10 @@ fn build_engine(
     if config.perf_map {
         c.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
-    if !guard_regions {
+    if guard_regions {
+        c.memory_reservation(GUARD_REGION_RESERVATION);
+        c.memory_guard_size(GUARD_REGION_GUARD);
+    } else {
         c.memory_reservation(config.max_memory as u64);
         c.memory_guard_size(64 << 10);
     }
@@ -1127,9 +1138,8 @@ mod tests {
             allocation: Allocation::Pooling,
             ..HostConfig::default()
         };
-        let per_instance = 2 * ((4u64 << 30) + (32 << 20));
         // Just over half the budget each: two such pools cannot both have guard regions.
-        let half = u32::try_from(GUARD_REGION_BUDGET / per_instance / 2 + 1).unwrap();
+        let half = u32::try_from(GUARD_REGION_BUDGET / GUARD_REGION_PER_INSTANCE / 2 + 1).unwrap();
         let a = WasmHost::with_config(config(half)).unwrap();
         assert!(a.is_pooling() && a.uses_guard_regions());
         let b = WasmHost::with_config(config(half)).unwrap();

@@ -385,7 +385,7 @@ async fn registration_errors_are_typed() {
 
 #[tokio::test]
 async fn the_host_falls_back_to_on_demand_allocation_when_the_pool_cannot_be_reserved() {
-    use warren_runtime::{Allocation, HostConfig, Manifest, WasmHost};
+    use warren_runtime::{Allocation, HostConfig, WasmHost};
     // A pool of a billion 1 TiB memories cannot be reserved on any machine.
     let impossible = HostConfig {
         max_instances: 1_000_000_000,
@@ -409,15 +409,7 @@ async fn the_host_falls_back_to_on_demand_allocation_when_the_pool_cannot_be_res
         "Auto falls back to on-demand allocation"
     );
     // And the fallback host runs agents.
-    let path = super::manifest_path("echo");
-    let p = host
-        .load_with_component(
-            Manifest::load(&path).unwrap(),
-            &path,
-            std::path::Path::new(guests::ECHO),
-        )
-        .await
-        .unwrap();
+    let p = super::load_on(&host, "echo", guests::ECHO).await.unwrap();
     let rt = AgentRuntime::new();
     host.register(&rt, &p).await.unwrap();
     rt.start().unwrap();

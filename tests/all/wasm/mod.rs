@@ -52,10 +52,18 @@ pub fn manifest_path(name: &str) -> PathBuf {
 
 /// Loads `plugins/<name>` with the component the tests built.
 pub async fn load(name: &str, component: &str) -> Result<LoadedPlugin, PluginError> {
+    load_on(&host(), name, component).await
+}
+
+/// [`load`] on another host.
+pub async fn load_on(
+    host: &WasmHost,
+    name: &str,
+    component: &str,
+) -> Result<LoadedPlugin, PluginError> {
     let path = manifest_path(name);
     let manifest = Manifest::load(&path).map_err(PluginError::Manifest)?;
-    host()
-        .load_with_component(manifest, &path, Path::new(component))
+    host.load_with_component(manifest, &path, Path::new(component))
         .await
 }
 

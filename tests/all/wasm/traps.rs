@@ -191,7 +191,7 @@ struct Peek {
 
 #[tokio::test]
 async fn a_read_past_the_end_of_memory_traps_with_guard_regions_and_with_explicit_checks() {
-    use warren_runtime::{HostConfig, Manifest, MemoryChecks, WasmHost};
+    use warren_runtime::{HostConfig, MemoryChecks, WasmHost};
     let cache = std::path::Path::new(guests::ROOT)
         .join("target")
         .join("test-compile-cache");
@@ -222,13 +222,7 @@ async fn a_read_past_the_end_of_memory_traps_with_guard_regions_and_with_explici
     assert!(large.is_pooling() && !large.uses_guard_regions());
     for host in [guarded, explicit] {
         let rt = warren_runtime::AgentRuntime::new();
-        let path = super::manifest_path("faulty");
-        let p = host
-            .load_with_component(
-                Manifest::load(&path).unwrap(),
-                &path,
-                std::path::Path::new(guests::FAULTY),
-            )
+        let p = super::load_on(&host, "faulty", guests::FAULTY)
             .await
             .unwrap();
         host.register(&rt, &p).await.unwrap();
