@@ -794,13 +794,15 @@ pub mod __private {
 
     pub use crate::bindings::warren::agent::types::Message;
 
-    /// The one agent a component instance hosts, with its handler table.
+    /// The agents a component instance hosts (one, or several of one type in a shared instance),
+    /// with the handler table they share.
     pub struct Live<A> {
-        agent: A,
         handlers: Handlers<A>,
+        /// By slot (the host's `agent` argument); `None` until the slot's first call.
+        agents: Vec<Option<A>>,
     }
 
-    /// Where `export_agent!` keeps the live agent: a thread-local of the agent's own type (no
+    /// Where `export_agent!` keeps the live agents: a thread-local of the agent's own type (no
     /// downcast per call), empty until the first call builds it. (`None` is a null pointer, so
     /// the slot sits in the component's `.bss`, not in the data image every instance maps.)
     pub type Slot<A> = RefCell<Option<Box<Live<A>>>>;
@@ -809,6 +811,7 @@ pub mod __private {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Live")
                 .field("agent", &type_name_of::<A>())
+                .field("agents", &self.agents.len())
                 .finish_non_exhaustive()
         }
     }
@@ -816,55 +819,97 @@ pub mod __private {
     /// The thread-local `export_agent!` declares for the agent type.
     pub type LiveKey<A> = &'static std::thread::LocalKey<Slot<A>>;
 
-    fn with_live<A: Agent, R>(key: LiveKey<A>, f: impl FnOnce(&mut Live<A>) -> R) -> R {
+    /// Slots a shared instance may use past the highest one seen so far. The host gives them out
+    /// in order, so a larger jump is a broken host, refused rather than allocated.
+    const MAX_SLOT_JUMP: usize = 1 << 16;
+
+    fn with_instance<A: Agent, R>(key: LiveKey<A>, f: impl FnOnce(&mut Live<A>) -> R) -> R {
         key.with(|cell| {
             let mut slot = cell.borrow_mut();
             let live = slot.get_or_insert_with(|| {
                 let mut handlers = Handlers::new();
                 A::handlers(&mut handlers);
-                let mut agent = A::default();
-                agent.init(&self_id());
                 // Messages sent from here on name declared types by index. (Not during `init`:
                 // the host learns the table from this instance's `describe`, which may be
                 // what is building it.)
                 TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone().into()));
-                Box::new(Live { agent, handlers })
+                Box::new(Live {
+                    handlers,
+                    agents: Vec::new(),
+                })
             });
             f(live)
         })
     }
 
+    /// Slot `agent`, grown into (empty) if the host gave it out since the last call.
+    fn slot<A>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut Option<A>, String> {
+        let i = agent as usize;
+        if i >= agents.len() {
+            if i - agents.len() > MAX_SLOT_JUMP {
+                return Err(format!(
+                    "agent slot {i} is far past the {} slots in use",
+                    agents.len()
+                ));
+            }
+            agents.resize_with(i + 1, || None);
+        }
+        Ok(&mut agents[i])
+    }
+
+    /// The agent in slot `agent`, created (`Default`, then `init`) on its first call.
+    fn with_agent<A: Agent, R>(
+        key: LiveKey<A>,
+        agent: u32,
+        f: impl FnOnce(&Handlers<A>, &mut A) -> R,
+    ) -> Result<R, String> {
+        with_instance(key, |live| {
+            let a = slot(&mut live.agents, agent)?.get_or_insert_with(|| {
+                let mut a = A::default();
+                a.init(&self_id());
+                a
+            });
+            Ok(f(&live.handlers, a))
+        })
+    }
+
     pub fn handle<A: Agent>(
         key: LiveKey<A>,
+        agent: u32,
         is_rpc: bool,
         message: Message,
     ) -> Result<Option<Message>, Error> {
         let ctx = Context::new(is_rpc);
-        with_live(key, |live| {
-            live.handlers.dispatch(&mut live.agent, message, &ctx)
+        with_agent(key, agent, |handlers, a| {
+            handlers.dispatch(a, message, &ctx)
         })
+        .map_err(Error::HandlerFailed)?
     }
 
-    pub fn save_state<A: Agent>(key: LiveKey<A>) -> Result<String, String> {
-        with_live(key, |live| {
-            serde_json::to_string(&live.agent).map_err(|e| e.to_string())
-        })
+    pub fn save_state<A: Agent>(key: LiveKey<A>, agent: u32) -> Result<String, String> {
+        with_agent(key, agent, |_, a| {
+            serde_json::to_string(a).map_err(|e| e.to_string())
+        })?
     }
 
-    pub fn load_state<A: Agent>(key: LiveKey<A>, state: String) -> Result<(), String> {
-        let agent: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        with_live(key, |live| live.agent = agent);
-        Ok(())
+    pub fn load_state<A: Agent>(key: LiveKey<A>, agent: u32, state: String) -> Result<(), String> {
+        let loaded: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        // Replaces the agent without building (and `init`ing) a default one first.
+        with_instance(key, |live| {
+            *slot(&mut live.agents, agent)? = Some(loaded);
+            Ok(())
+        })
     }
 
     pub fn describe<A: Agent>(key: LiveKey<A>) -> Description {
-        let (handles, types) = with_live(key, |live| {
+        let (handles, types) = with_instance(key, |live| {
             (live.handlers.handled_types(), live.handlers.types.clone())
         });
         Description {
             text: A::description(),
             handles,
             types,
+            multi_agent: true,
         }
     }
 }
@@ -882,22 +927,25 @@ macro_rules! export_agent {
             }
             impl $crate::bindings::exports::warren::agent::agent::Guest for __WarrenAgent {
                 fn handle(
+                    agent: u32,
                     is_rpc: bool,
                     message: $crate::__private::Message,
                 ) -> ::core::result::Result<
                     ::core::option::Option<$crate::__private::Message>,
                     $crate::Error,
                 > {
-                    $crate::__private::handle::<$agent>(&__WARREN_LIVE, is_rpc, message)
+                    $crate::__private::handle::<$agent>(&__WARREN_LIVE, agent, is_rpc, message)
                 }
-                fn save_state()
-                -> ::core::result::Result<::std::string::String, ::std::string::String> {
-                    $crate::__private::save_state::<$agent>(&__WARREN_LIVE)
+                fn save_state(
+                    agent: u32,
+                ) -> ::core::result::Result<::std::string::String, ::std::string::String> {
+                    $crate::__private::save_state::<$agent>(&__WARREN_LIVE, agent)
                 }
                 fn load_state(
+                    agent: u32,
                     state: ::std::string::String,
                 ) -> ::core::result::Result<(), ::std::string::String> {
-                    $crate::__private::load_state::<$agent>(&__WARREN_LIVE, state)
+                    $crate::__private::load_state::<$agent>(&__WARREN_LIVE, agent, state)
                 }
                 fn describe() -> $crate::bindings::exports::warren::agent::agent::Description {
                     $crate::__private::describe::<$agent>(&__WARREN_LIVE)

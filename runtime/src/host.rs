@@ -27,7 +27,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{Plugin as PluginWorld, PluginPre, sync_world};
 use crate::logpipe::LogPipe;
 use crate::manifest::{Manifest, ManifestError};
-use crate::wasm_agent::WasmAgent;
+use crate::wasm_agent::{Shards, WasmAgent};
 
 /// Interfaces every plugin may import. Rust's standard library imports the `wasi:cli`
 /// environment/exit/stdio, `wasi:io`, clocks and random interfaces even when it does no I/O; the
@@ -130,6 +130,19 @@ pub enum PluginError {
         /// What the component handles.
         handled: Vec<String>,
     },
+    /// The manifest asks for shared instances (`agent.agents_per_instance` above 1) of a
+    /// component that cannot have them.
+    #[error(
+        "plugin `{plugin}`: `agent.agents_per_instance = {agents_per_instance}` needs a component that can share instances, but {reason}; remove the key (an instance per agent)"
+    )]
+    CannotShareInstances {
+        /// The plugin.
+        plugin: String,
+        /// What the manifest asked for.
+        agents_per_instance: u32,
+        /// Why the component cannot.
+        reason: String,
+    },
     /// The host engine could not be built.
     #[error("wasm host: {0}")]
     Engine(String),
@@ -221,14 +234,28 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub(crate) struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    /// The agent the instance is running (in a shared instance, the one whose call is running).
     pub(crate) agent: warren_core::AgentId,
     pub(crate) runtime: warren_core::WeakRuntime,
+    pub(crate) stdout: LogPipe,
     pub(crate) stderr: LogPipe,
     pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<PluginShared>,
     /// The context of the message being handled, for the `context` import (`None` between
     /// messages). Kept as the runtime's values and converted only if the guest asks.
     pub(crate) handling: Option<Handling>,
+}
+
+impl StoreState {
+    /// Makes `agent` the one the instance runs for: its `self-id`, its log lines' tag. A shared
+    /// instance switches before each call for another agent than the last.
+    pub(crate) fn switch_agent(&mut self, agent: &warren_core::AgentId) {
+        if self.agent != *agent {
+            self.agent = agent.clone();
+            self.stdout.set_agent(agent);
+            self.stderr.set_agent(agent);
+        }
+    }
 }
 
 /// The parts of a [`warren_core::MessageContext`] a guest can ask for (cheap to clone: shared ids).
@@ -759,6 +786,27 @@ impl WasmHost {
                 .map(|t| Arc::from(t.as_str()))
                 .collect(),
         );
+        let per_instance = manifest.agents_per_instance();
+        if per_instance > 1 {
+            let reason = if matches!(shared.pre, Pre::Async(_)) {
+                Some(
+                    "it imports something that waits (`send`, `publish`, files or sockets): an \
+                     agent waiting in a call would hold the instance its neighbours need"
+                        .to_owned(),
+                )
+            } else if !described.multi_agent {
+                Some("it does not declare `multi-agent` in its description".to_owned())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(PluginError::CannotShareInstances {
+                    plugin,
+                    agents_per_instance: per_instance,
+                    reason,
+                });
+            }
+        }
         for t in &manifest.agent.handles {
             if !described.handles.contains(t) {
                 return Err(PluginError::MissingHandler {
@@ -816,11 +864,16 @@ impl WasmHost {
         } else {
             plugin.manifest.agent.description.clone()
         };
+        // Agents of this registration share instances when the manifest asks (checked at load);
+        // another registration of the same plugin fills instances of its own.
+        let per_instance = plugin.manifest.agents_per_instance();
+        let shards = (per_instance > 1).then(|| Arc::new(Shards::new(per_instance)));
         let factory: Arc<DynFactory> = Arc::new(move |ctx| {
             let shared = shared.clone();
             let description = description.clone();
+            let shards = shards.clone();
             Box::pin(async move {
-                let agent = WasmAgent::new(shared, ctx, description).await?;
+                let agent = WasmAgent::new(shared, ctx, description, shards.as_deref()).await?;
                 Ok(Box::new(agent) as Box<dyn warren_core::Agent>)
             })
         });
@@ -885,7 +938,7 @@ impl WasmHost {
         let stdout = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stdout);
         let stderr = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stderr);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout)
+        wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -905,6 +958,7 @@ impl WasmHost {
                 table: ResourceTable::new(),
                 agent,
                 runtime,
+                stdout,
                 stderr,
                 limiter: Limiter {
                     memory: plugin.limits.memory,

@@ -30,6 +30,8 @@ pub(crate) enum Stream {
 }
 
 struct State {
+    /// Who the lines are tagged with: in a shared instance, the agent whose call is running.
+    agent: AgentId,
     line: Vec<u8>,
     tail: Vec<u8>,
 }
@@ -37,7 +39,6 @@ struct State {
 /// One guest output stream.
 #[derive(Clone)]
 pub(crate) struct LogPipe {
-    agent: AgentId,
     stream: Stream,
     state: Arc<Mutex<State>>,
 }
@@ -45,9 +46,9 @@ pub(crate) struct LogPipe {
 impl LogPipe {
     pub(crate) fn new(agent: AgentId, stream: Stream) -> Self {
         Self {
-            agent,
             stream,
             state: Arc::new(Mutex::new(State {
+                agent,
                 line: Vec::new(),
                 tail: Vec::new(),
             })),
@@ -63,12 +64,20 @@ impl LogPipe {
         String::from_utf8_lossy(&t[start..]).trim().to_owned()
     }
 
-    fn emit(&self, line: &[u8]) {
+    /// Tags the lines written from now on with `agent` (a shared instance switching agents).
+    pub(crate) fn set_agent(&self, agent: &AgentId) {
+        let mut st = self.state.lock();
+        if st.agent != *agent {
+            st.agent = agent.clone();
+        }
+    }
+
+    fn emit(&self, agent: &AgentId, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end();
         match self.stream {
-            Stream::Stdout => tracing::info!(agent = %self.agent, stream = "stdout", "{text}"),
-            Stream::Stderr => tracing::warn!(agent = %self.agent, stream = "stderr", "{text}"),
+            Stream::Stdout => tracing::info!(%agent, stream = "stdout", "{text}"),
+            Stream::Stderr => tracing::warn!(%agent, stream = "stderr", "{text}"),
         }
     }
 
@@ -77,7 +86,7 @@ impl LogPipe {
         for &b in buf {
             if b == b'\n' || st.line.len() >= MAX_LINE {
                 let line = std::mem::take(&mut st.line);
-                self.emit(&line);
+                self.emit(&st.agent, &line);
                 st.tail.extend_from_slice(&line);
                 st.tail.push(b'\n');
                 let excess = st.tail.len().saturating_sub(TAIL);

@@ -8,6 +8,7 @@
 //! component = "monitor.wasm"           # path of the component, relative to this file
 //! subscriptions = [{ topic_type = "progress" }, { topic_prefix = "alerts." }]
 //! handles = ["ProgressEvent"]          # optional: checked against the component at load time
+//! agents_per_instance = 1              # >1: up to this many agents share one instance (below)
 //!
 //! [limits]                             # all optional; the defaults are below
 //! memory_mb = 64                       # linear memory per instance
@@ -132,7 +133,20 @@ pub struct AgentSection {
     /// Message types the component must handle; checked at load time when given.
     #[serde(default)]
     pub handles: Vec<String>,
+    /// How many agents of this type one component instance may host (default 1: every agent
+    /// has an instance of its own). Above 1, agents are placed into shared instances in order of
+    /// creation: a new agent costs a slot in an existing instance instead of an instantiation,
+    /// and memory per agent drops to what its state needs. What they give up: they share the
+    /// instance's memory limit, run one at a time, and a trap in one resets every agent of the
+    /// instance to its last saved or loaded state. Only for components that import nothing that
+    /// waits (no `send` or `publish`, no files), so an agent never holds a shared instance while
+    /// it waits for another agent; and the component must declare it can (`multi-agent`, as
+    /// every component built with the Warren guest SDK does).
+    pub agents_per_instance: Option<u32>,
 }
+
+/// Most agents one shared instance may host (`agent.agents_per_instance`).
+pub const MAX_AGENTS_PER_INSTANCE: u32 = 1 << 16;
 
 /// One subscription: exactly one of `topic_type` (exact match) or `topic_prefix`.
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +286,17 @@ impl Manifest {
                 );
             }
         }
+        if let Some(n) = self.agent.agents_per_instance
+            && !(1..=MAX_AGENTS_PER_INSTANCE).contains(&n)
+        {
+            err(
+                "agent.agents_per_instance".into(),
+                format!("is {n}"),
+                format!(
+                    "use 1 (an instance per agent) up to {MAX_AGENTS_PER_INSTANCE}, or remove the key"
+                ),
+            );
+        }
         for (key, v) in [
             ("limits.memory_mb", self.limits.memory_mb),
             ("limits.time_ms", self.limits.time_ms),
@@ -311,6 +336,11 @@ impl Manifest {
     /// The validated agent type.
     pub fn agent_type(&self) -> AgentType {
         AgentType::new(&self.agent.agent_type).expect("validated on load")
+    }
+
+    /// How many agents one instance hosts (`agent.agents_per_instance`, default 1).
+    pub fn agents_per_instance(&self) -> u32 {
+        self.agent.agents_per_instance.unwrap_or(1)
     }
 
     /// The subscriptions this manifest declares, for its agent type.

@@ -1,11 +1,16 @@
-//! [`WasmAgent`]: one live agent backed by one component instance in its own `Store`.
+//! [`WasmAgent`]: one live agent backed by a component instance in its own `Store`: an instance
+//! of its own, or a slot in an instance it shares with other agents of its type
+//! (`agents_per_instance`, see [`Shard`]).
 //!
-//! The runtime calls it one message at a time (it is an ordinary [`Agent`]), so the store is never
-//! entered twice. Before each call the per-message limits are armed (a fresh time deadline and fuel
+//! The runtime calls it one message at a time (it is an ordinary [`Agent`]), and a shared
+//! instance is locked for each call, so a store is never entered twice. Before each call the per-message limits are armed (a fresh time deadline and fuel
 //! budget). A trap, or a call whose future was dropped half-way, leaves the instance unusable
 //! (wasmtime will not re-enter it): the instance is discarded, the caller gets a typed error (the
 //! breached limit, or [`Error::Trapped`] naming the agent and the trap), and the next message
-//! builds a fresh instance and restores the last state that was saved or loaded.
+//! builds a fresh instance and restores the last state that was saved or loaded. Every instance
+//! has a generation; an agent whose state was placed in an older generation than the instance's
+//! (every other agent of a shared instance, after a trap) gets its last state restored before
+//! its next call.
 //!
 //! An instance of a plugin that imports nothing that waits is called synchronously (a plain call
 //! on the runtime's thread; see `host::Pre`); the others are awaited on a fiber, so a guest blocked
@@ -58,12 +63,103 @@ impl Live {
     }
 }
 
+/// An instance slot: the live instance (none until built, or after it was discarded) and how
+/// many instances this slot has had, so an agent can tell its state was lost with an old one.
+#[derive(Default)]
+pub(crate) struct Instance {
+    live: Option<Live>,
+    generation: u64,
+}
+
+/// An instance shared by several agents of one type (up to `agents_per_instance`), each in its
+/// own slot (the `agent` argument of the component's exports). Only plugins whose calls never
+/// wait share instances, so the lock is held for one synchronous call at a time and never while
+/// an agent waits for another.
+pub(crate) struct Shard {
+    instance: tokio::sync::Mutex<Instance>,
+}
+
+/// Where one registered agent type places its agents when they share instances: the instance
+/// being filled and its next free slot.
+pub(crate) struct Shards {
+    per_instance: u32,
+    open: parking_lot::Mutex<Option<(Arc<Shard>, u32)>>,
+}
+
+impl Shards {
+    pub(crate) fn new(per_instance: u32) -> Self {
+        Self {
+            per_instance: per_instance.max(1),
+            open: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// A slot for a new agent: the next one of the instance being filled, or the first of a new
+    /// instance (built by the agent that gets it). Slots are not reused.
+    fn place(&self) -> (Arc<Shard>, u32) {
+        let mut open = self.open.lock();
+        match open.as_mut() {
+            Some((shard, next)) if *next < self.per_instance => {
+                let slot = *next;
+                *next += 1;
+                (shard.clone(), slot)
+            }
+            _ => {
+                let shard = Arc::new(Shard {
+                    instance: tokio::sync::Mutex::new(Instance::default()),
+                });
+                *open = Some((shard.clone(), 1));
+                (shard, 0)
+            }
+        }
+    }
+}
+
+/// Where an agent's state lives.
+enum Home {
+    /// An instance of its own.
+    Own(Instance),
+    /// Slot `slot` of a shared instance.
+    Shared { shard: Arc<Shard>, slot: u32 },
+}
+
+/// The instance an agent is calling, held for the call (a shared one locked).
+enum Access<'a> {
+    Own(&'a mut Instance),
+    Shared(tokio::sync::MutexGuard<'a, Instance>),
+}
+
+impl Access<'_> {
+    fn instance(&mut self) -> &mut Instance {
+        match self {
+            Access::Own(i) => i,
+            Access::Shared(g) => g,
+        }
+    }
+}
+
+impl Home {
+    async fn access(&mut self) -> (Access<'_>, u32) {
+        match self {
+            Home::Own(i) => (Access::Own(i), 0),
+            Home::Shared { shard, slot } => (Access::Shared(shard.instance.lock().await), *slot),
+        }
+    }
+}
+
 pub(crate) struct WasmAgent {
+    me: Me,
+    home: Home,
+}
+
+/// Everything of an agent but its instance (borrowed apart from it during a call).
+struct Me {
     shared: Arc<PluginShared>,
     id: AgentId,
     runtime: WeakRuntime,
     description: String,
-    live: Option<Live>,
+    /// The generation of the instance this agent's state was last placed in.
+    generation: u64,
     /// The last state saved or loaded, restored into a fresh instance after a trap.
     last_state: Option<AgentState>,
 }
@@ -100,10 +196,14 @@ fn describe_trap(e: &wasmtime::Error, live: &Live) -> String {
 }
 
 impl WasmAgent {
+    /// A new agent: an instance of its own, or (with `shards`) the next slot of a shared one.
+    /// The instance is built now if it does not exist yet, so a component that cannot start
+    /// fails the agent's creation.
     pub(crate) async fn new(
         shared: Arc<PluginShared>,
         ctx: AgentContext,
         description: String,
+        shards: Option<&Shards>,
     ) -> Result<Self, BoxError> {
         let id = ctx.id().clone();
         let runtime = ctx
@@ -111,21 +211,32 @@ impl WasmAgent {
             .map(|r| r.downgrade())
             .unwrap_or_else(WeakRuntime::detached);
         shared.acquire_instance(&id)?;
-        let live = match instantiate(&shared, id.clone(), runtime.clone()).await {
-            Ok(l) => l,
-            Err(e) => {
-                shared.release_instance();
-                return Err(format!("instantiating plugin `{}`: {e:#}", shared.name).into());
+        let home = match shards {
+            None => Home::Own(Instance::default()),
+            Some(s) => {
+                let (shard, slot) = s.place();
+                Home::Shared { shard, slot }
             }
         };
-        Ok(Self {
-            shared,
-            id,
-            runtime,
-            description,
-            live: Some(live),
-            last_state: None,
-        })
+        // From here on, dropping the agent gives its count back.
+        let mut agent = Self {
+            me: Me {
+                shared,
+                id,
+                runtime,
+                description,
+                generation: 0,
+                last_state: None,
+            },
+            home,
+        };
+        let (mut access, slot) = agent.home.access().await;
+        if let Err(e) = agent.me.ready(access.instance(), slot).await {
+            let name = &agent.me.shared.name;
+            return Err(format!("instantiating plugin `{name}`: {e}").into());
+        }
+        drop(access);
+        Ok(agent)
     }
 
     /// Starts a throwaway instance and asks it to describe itself (load-time check).
@@ -147,6 +258,7 @@ impl WasmAgent {
                         text: d.text,
                         handles: d.handles,
                         types: d.types,
+                        multi_agent: d.multi_agent,
                     }),
             };
             r.map_err(|e| describe_trap(&e, &live))
@@ -155,37 +267,53 @@ impl WasmAgent {
             .await
             .map_err(|_| format!("did not describe itself within {PROBE_TIMEOUT:?}"))?
     }
+}
 
-    /// The live instance, rebuilt (and its last state restored) if it was discarded.
-    async fn live(&mut self) -> Result<&mut Live, Error> {
-        if self.live.as_ref().is_some_and(|l| l.in_call) {
+impl Me {
+    /// The instance, ready for a call of this agent: built if there is none (or its last call
+    /// was cut off), running as this agent, and holding this agent's state (its last saved or
+    /// loaded state restored into slot `slot` if the instance is newer than what it holds).
+    async fn ready<'i>(
+        &mut self,
+        inst: &'i mut Instance,
+        slot: u32,
+    ) -> Result<&'i mut Live, Error> {
+        if inst.live.as_ref().is_some_and(|l| l.in_call) {
             tracing::warn!(agent = %self.id, "discarding an instance whose last call was cut off");
-            self.live = None;
+            inst.live = None;
         }
-        if self.live.is_none() {
-            // Boxed: a new instance is rare (once per agent, and after a trap), and the state of
-            // instantiating would otherwise make every call's future kilobytes larger (and
-            // every call copy them into place).
-            Box::pin(self.revive()).await?;
+        if inst.live.is_none() {
+            // Boxed: a new instance is rare (once per agent or shared instance, and after a
+            // trap), and the state of instantiating would otherwise make every call's future
+            // kilobytes larger (and every call copy them into place).
+            let live = Box::pin(instantiate(
+                &self.shared,
+                self.id.clone(),
+                self.runtime.clone(),
+            ))
+            .await
+            .map_err(|e| Error::Trapped {
+                agent: self.id.clone(),
+                trap: format!("instantiation failed: {e:#}"),
+            })?;
+            inst.live = Some(live);
+            inst.generation += 1;
+            if inst.generation > 1 {
+                tracing::info!(agent = %self.id, generation = inst.generation, "fresh instance");
+            }
         }
-        Ok(self.live.as_mut().expect("just ensured"))
-    }
-
-    /// Instantiates the component afresh, restoring the last saved or loaded state.
-    async fn revive(&mut self) -> Result<(), Error> {
-        {
-            let mut live = instantiate(&self.shared, self.id.clone(), self.runtime.clone())
-                .await
-                .map_err(|e| Error::Trapped {
-                    agent: self.id.clone(),
-                    trap: format!("re-instantiation failed: {e:#}"),
-                })?;
+        let live = inst.live.as_mut().expect("just ensured");
+        live.store.data_mut().switch_agent(&self.id);
+        if self.generation != inst.generation {
             if let Some(state) = &self.last_state {
                 live.arm(&self.shared);
-                let r = call!(&mut live, call_load_state, state.json());
+                let r = call!(live, call_load_state, slot, state.json());
                 live.in_call = false;
                 match r {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => {
+                        tracing::info!(agent = %self.id, "last state restored");
+                    }
+                    // The instance is kept (other agents may share it); the next call retries.
                     Ok(Err(msg)) => {
                         return Err(Error::StateFailed {
                             agent: self.id.clone(),
@@ -193,26 +321,20 @@ impl WasmAgent {
                             source: msg.into(),
                         });
                     }
-                    Err(e) => {
-                        return Err(Error::Trapped {
-                            agent: self.id.clone(),
-                            trap: describe_trap(&e, &live),
-                        });
-                    }
+                    Err(e) => return Err(self.trapped(inst, &e)),
                 }
             }
-            tracing::info!(agent = %self.id, restored = self.last_state.is_some(), "fresh instance");
-            self.live = Some(live);
+            self.generation = inst.generation;
         }
-        Ok(())
+        Ok(inst.live.as_mut().expect("just ensured"))
     }
 
     /// Discards the instance after a trap and reports it: a breached limit as that limit, any
     /// other trap as [`Error::Trapped`].
-    fn trapped(&mut self, e: &wasmtime::Error) -> Error {
+    fn trapped(&self, inst: &mut Instance, e: &wasmtime::Error) -> Error {
         let agent = self.id.clone();
         let limits = &self.shared.limits;
-        let hit_memory = self
+        let hit_memory = inst
             .live
             .as_ref()
             .is_some_and(|l| l.store.data().limiter.hit_memory);
@@ -233,14 +355,14 @@ impl WasmAgent {
             },
             _ => Error::Trapped {
                 agent,
-                trap: match &self.live {
+                trap: match &inst.live {
                     Some(live) => describe_trap(e, live),
                     None => e.to_string(),
                 },
             },
         };
         tracing::warn!(agent = %self.id, error = %error, "instance discarded");
-        self.live = None;
+        inst.live = None;
         error
     }
 
@@ -264,74 +386,79 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let shared = self.shared.clone();
+        // Its own handle on the type table: the encoded message borrows names from it while
+        // the agent is borrowed for the call.
+        let shared = self.me.shared.clone();
+        let me = &mut self.me;
         let (message, type_name) = bindings::encoding(|buf| {
             let encoded = ctx.runtime().encode(&message, buf)?;
-            self.check_size(encoded.data.len())?;
+            me.check_size(encoded.data.len())?;
             Ok::<_, Error>(bindings::to_wit_message(encoded, shared.types()))
         })?;
-        let live = self.live().await?;
-        live.arm(&shared);
+        let (mut access, slot) = self.home.access().await;
+        let inst = access.instance();
+        let live = me.ready(inst, slot).await?;
+        live.arm(&me.shared);
         live.store.data_mut().handling = Some(ctx.into());
-        let r = call!(live, call_handle, ctx.is_rpc, &message);
+        let r = call!(live, call_handle, slot, ctx.is_rpc, &message);
         live.store.data_mut().handling = None;
         live.in_call = false;
         match r {
             Ok(Ok(Some(m))) => {
                 // A response is a message too: its caller gets the limit error, not the bytes.
-                self.check_size(m.data.len())?;
-                bindings::from_wit_message(m, shared.types())
-                    .map_err(|e| bindings::from_wit_error(&self.id, type_name.into_owned(), e))
+                me.check_size(m.data.len())?;
+                bindings::from_wit_message(m, me.shared.types())
+                    .map_err(|e| bindings::from_wit_error(&me.id, type_name.into_owned(), e))
             }
             Ok(Ok(None)) => Ok(Message::empty()),
-            Ok(Err(e)) => Err(bindings::from_wit_error(
-                &self.id,
-                type_name.into_owned(),
-                e,
-            )),
-            Err(e) => Err(self.trapped(&e)),
+            Ok(Err(e)) => Err(bindings::from_wit_error(&me.id, type_name.into_owned(), e)),
+            Err(e) => Err(me.trapped(inst, &e)),
         }
     }
 
     fn description(&self) -> String {
-        self.description.clone()
+        self.me.description.clone()
     }
 
     async fn save_state(&mut self) -> Result<AgentState, BoxError> {
-        let shared = self.shared.clone();
-        let live = self.live().await?;
-        live.arm(&shared);
-        let r = call!(live, call_save_state);
+        let me = &mut self.me;
+        let (mut access, slot) = self.home.access().await;
+        let inst = access.instance();
+        let live = me.ready(inst, slot).await?;
+        live.arm(&me.shared);
+        let r = call!(live, call_save_state, slot);
         live.in_call = false;
         let text = match r {
             Ok(Ok(text)) => text,
             Ok(Err(msg)) => return Err(msg.into()),
-            Err(e) => return Err(Box::new(self.trapped(&e))),
+            Err(e) => return Err(Box::new(me.trapped(inst, &e))),
         };
         // Checked once here (the runtime's documents embed it as it is), not parsed into a tree.
         let state = AgentState::from_json(text).map_err(|e| {
             format!(
                 "plugin `{}` saved state that is not JSON: {e}",
-                self.shared.name
+                me.shared.name
             )
         })?;
-        self.last_state = Some(state.clone());
+        me.last_state = Some(state.clone());
         Ok(state)
     }
 
     async fn load_state(&mut self, state: AgentState) -> Result<(), BoxError> {
-        let shared = self.shared.clone();
-        let live = self.live().await?;
-        live.arm(&shared);
-        let r = call!(live, call_load_state, state.json());
+        let me = &mut self.me;
+        let (mut access, slot) = self.home.access().await;
+        let inst = access.instance();
+        let live = me.ready(inst, slot).await?;
+        live.arm(&me.shared);
+        let r = call!(live, call_load_state, slot, state.json());
         live.in_call = false;
         match r {
             Ok(Ok(())) => {
-                self.last_state = Some(state);
+                me.last_state = Some(state);
                 Ok(())
             }
             Ok(Err(msg)) => Err(msg.into()),
-            Err(e) => Err(Box::new(self.trapped(&e))),
+            Err(e) => Err(Box::new(me.trapped(inst, &e))),
         }
     }
 
@@ -342,6 +469,6 @@ impl Agent for WasmAgent {
 
 impl Drop for WasmAgent {
     fn drop(&mut self) {
-        self.shared.release_instance();
+        self.me.shared.release_instance();
     }
 }

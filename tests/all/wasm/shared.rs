@@ -1,0 +1,186 @@
+//! Shared instances (`agent.agents_per_instance`): several agents of one type in one component
+//! instance, each in its own slot. Each keeps its own state and identity; a trap resets the
+//! agents of the trapping instance (to their last saved state), and no others; state saves and
+//! loads per agent; a component whose calls can wait is refused.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use warren_runtime::{
+    AgentId, AgentRuntime, Error, LoadedPlugin, Manifest, PluginError, SavedState,
+};
+
+use super::{guests, host, manifest_path};
+use crate::common::*;
+
+fn id(s: &str) -> AgentId {
+    s.parse().unwrap()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Add {
+    n: i64,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Total {
+    n: i64,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Crash {
+    line: String,
+    message: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Loop {}
+#[derive(Debug, Serialize, Deserialize)]
+struct WhoAmI {}
+#[derive(Debug, Serialize, Deserialize)]
+struct Iam {
+    key: String,
+    created_as: String,
+}
+
+/// Loads fixture or plugin `name` with `agents_per_instance` set.
+async fn load_shared(
+    name: &str,
+    component: &str,
+    per_instance: u32,
+) -> Result<LoadedPlugin, PluginError> {
+    let path = manifest_path(name);
+    let mut m = Manifest::load(&path).map_err(PluginError::Manifest)?;
+    m.agent.agents_per_instance = Some(per_instance);
+    host()
+        .load_with_component(m, &path, Path::new(component))
+        .await
+}
+
+async fn local_runtime(plugin: &LoadedPlugin) -> AgentRuntime {
+    let rt = AgentRuntime::new();
+    host().register(&rt, plugin).await.unwrap();
+    rt.start().unwrap();
+    rt
+}
+
+async fn add(rt: &AgentRuntime, agent: &str, n: i64) -> i64 {
+    within(rt.send::<Total>(Add { n }, &id(agent)))
+        .await
+        .unwrap_or_else(|e| panic!("{agent}: {e}"))
+        .n
+}
+
+#[tokio::test]
+async fn agents_in_one_instance_keep_their_own_state_and_a_trap_resets_only_that_instance() {
+    let plugin = load_shared("local", guests::LOCAL, 3).await.unwrap();
+    let rt = local_runtime(&plugin).await;
+    // Seven agents in creation order: instances {a0, a1, a2}, {a3, a4, a5}, {a6}.
+    let names: Vec<String> = (0..7).map(|i| format!("local/a{i}")).collect();
+    for (i, a) in names.iter().enumerate() {
+        assert_eq!(add(&rt, a, 10 * (i as i64 + 1)).await, 10 * (i as i64 + 1));
+    }
+    for (i, a) in names.iter().enumerate() {
+        assert_eq!(
+            add(&rt, a, 0).await,
+            10 * (i as i64 + 1),
+            "{a} kept its own total"
+        );
+        let me: Iam = within(rt.send(WhoAmI {}, &id(a))).await.unwrap();
+        let key = format!("a{i}");
+        assert_eq!((me.key.as_str(), me.created_as.as_str()), (&*key, &*key));
+    }
+
+    // a0 saves (10), then moves on (11); a1 traps.
+    let saved = within(rt.agent_save_state(&id("local/a0"))).await.unwrap();
+    assert_eq!(saved.to_value()["total"], 10);
+    assert_eq!(add(&rt, "local/a0", 1).await, 11);
+    let e = within(rt.send::<()>(
+        Crash {
+            line: "going down".into(),
+            message: "boom".into(),
+        },
+        &id("local/a1"),
+    ))
+    .await
+    .unwrap_err();
+    match &e {
+        Error::Trapped { agent, trap } => {
+            assert_eq!(agent, &id("local/a1"));
+            assert!(trap.contains("boom"), "{trap}");
+        }
+        other => panic!("expected Trapped, got {other}"),
+    }
+    // The trapping instance's agents: a0 back to its saved state, a1 and a2 (never saved) fresh,
+    // and a fresh agent knows who it is again.
+    assert_eq!(add(&rt, "local/a0", 0).await, 10);
+    assert_eq!(add(&rt, "local/a1", 0).await, 0);
+    assert_eq!(add(&rt, "local/a2", 0).await, 0);
+    let me: Iam = within(rt.send(WhoAmI {}, &id("local/a2"))).await.unwrap();
+    assert_eq!(me.created_as, "a2");
+    // The other instances lost nothing.
+    for (i, a) in names.iter().enumerate().skip(3) {
+        assert_eq!(add(&rt, a, 0).await, 10 * (i as i64 + 1));
+    }
+
+    // A time limit breached in a shared instance is reported for the agent that looped, and
+    // resets its neighbours (a3, a5) but not the agents of other instances.
+    let e = within(rt.send::<()>(Loop {}, &id("local/a4")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::DeadlineExceeded { agent, .. } if agent == &id("local/a4")),
+        "{e}"
+    );
+    assert_eq!(add(&rt, "local/a3", 0).await, 0);
+    assert_eq!(add(&rt, "local/a5", 0).await, 0);
+    assert_eq!(add(&rt, "local/a6", 0).await, 70);
+    assert_eq!(add(&rt, "local/a0", 0).await, 10);
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
+#[tokio::test]
+async fn shared_agents_save_and_load_their_own_state_across_runtimes() {
+    let plugin = load_shared("local", guests::LOCAL, 4).await.unwrap();
+    let a = local_runtime(&plugin).await;
+    for i in 0..10 {
+        add(&a, &format!("local/k{i}"), 3 * i + 1).await;
+    }
+    let doc = within(a.save_state()).await.unwrap();
+    let v = doc.to_value();
+    for i in 0..10 {
+        assert_eq!(v[format!("local/k{i}")]["total"], 3 * i + 1, "{v}");
+    }
+    let text = serde_json::to_string(&doc).unwrap();
+    // Another registration of the same plugin, in a fresh runtime: its agents are created by
+    // the load, into instances of their own registration.
+    let b = local_runtime(&plugin).await;
+    within(b.load_state(serde_json::from_str::<SavedState>(&text).unwrap()))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(add(&b, &format!("local/k{i}"), 0).await, 3 * i + 1);
+    }
+    let me: Iam = within(b.send(WhoAmI {}, &id("local/k7"))).await.unwrap();
+    assert_eq!(me.key, "k7");
+    // Runtime A is untouched by B.
+    assert_eq!(add(&a, "local/k9", 1).await, 29);
+    within(a.stop_when_idle()).await.unwrap();
+    within(b.stop_when_idle()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_component_that_can_wait_cannot_share_instances() {
+    let e = load_shared("faulty", guests::FAULTY, 2).await.unwrap_err();
+    match &e {
+        PluginError::CannotShareInstances {
+            plugin,
+            agents_per_instance,
+            reason,
+        } => {
+            assert_eq!((plugin.as_str(), *agents_per_instance), ("faulty", 2));
+            assert!(reason.contains("send"), "{reason}");
+        }
+        other => panic!("expected CannotShareInstances, got {other}"),
+    }
+    assert!(e.to_string().contains("agents_per_instance"), "{e}");
+    // One per instance is what every plugin can do.
+    load_shared("faulty", guests::FAULTY, 1).await.unwrap();
+}
