@@ -4,7 +4,8 @@
 Sets up AutoGen's Python runtime from PyPI (autogen-core==0.7.5) in a venv under target/, builds
 warren-bench and the guest components, then runs the six workloads of WORKLOADS.md interleaved:
 for each repetition, for each workload, AutoGen, Warren with native agents and Warren with wasm
-agents, each in a fresh process (the three take turns going first). Prints a table of ratios (median over repetitions) per workload,
+agents (and, where agents share instances, wasm with an instance per agent), each in a fresh
+process (they take turns going first). Prints a table of ratios (median over repetitions) per workload,
 by wall clock and per CPU-second.
 
     python3 runtime/bench/compare.py                 # full sizes, 3 repetitions
@@ -32,6 +33,9 @@ AUTOGEN = HERE / "autogen_bench.py"
 WORKLOADS = ["rpc_roundtrip", "rpc_concurrent", "publish_fanout", "instantiate_many", "rpc_chain", "state_roundtrip"]
 FULL = {"rpc_roundtrip": 20000, "rpc_concurrent": 20000, "publish_fanout": 2000,
         "instantiate_many": 20000, "rpc_chain": 2000, "state_roundtrip": 20000}
+# Workloads whose agents share instances by their plugins' manifests (echo, counter:
+# agents_per_instance = 256); they are also run with an instance per agent ("wasm-1").
+SHARED = {"rpc_concurrent", "instantiate_many", "state_roundtrip"}
 TARGETS = {"rpc_roundtrip": 100, "rpc_concurrent": 100, "publish_fanout": 50,
            "rpc_chain": 100, "instantiate_many": 20, "state_roundtrip": 10}
 
@@ -120,6 +124,8 @@ def main() -> None:
                 "wasm": [str(bench), "--child", "--workload", w, "--variant", "wasm", "--n", str(n),
                          "--threads", str(args.threads), "--components", str(components)],
             }
+            if w in SHARED:
+                runs["wasm-1"] = runs["wasm"] + ["--agents-per-instance", "1"]
             # The three take turns going first: a process that starts right after one that freed a
             # lot of memory can run several times slower on a VM (see PERFORMANCE.md, "Noise").
             order = list(runs.items())
@@ -135,6 +141,10 @@ def main() -> None:
         vals = [r.get(key) for r in results[(w, impl)] if r.get(key)]
         return statistics.median(vals) if vals else float("nan")
 
+    def isolated(w, a):
+        # The ratio with an instance per agent, where the workload was run that way.
+        return f"{med(w, 'wasm-1', 'per_sec') / a:,.1f}" if (w, "wasm-1") in results else "–"
+
     def best(w, impl):
         # The fastest repetition: on a shared machine the slow ones measure the neighbours.
         return max(r["per_sec"] for r in results[(w, impl)])
@@ -145,8 +155,9 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {time.time() - started:.0f} s.",
         "",
         "| workload | AutoGen /s | Warren native /s | native × | wasm /s | wasm × | target wasm × (native) "
-        "| native × per CPU-s | wasm × per CPU-s | native × best/best | wasm × best/best |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| native × per CPU-s | wasm × per CPU-s | native × best/best | wasm × best/best "
+        "| wasm, an instance per agent × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in selected:
         a, nat, wasm = med(w, "autogen", "per_sec"), med(w, "native", "per_sec"), med(w, "wasm", "per_sec")
@@ -154,16 +165,24 @@ def main() -> None:
         lines.append(
             f"| {w} | {a:,.0f} | {nat:,.0f} | {nat / a:,.1f} | {wasm:,.0f} | {wasm / a:,.1f} "
             f"| {TARGETS[w]} ({2 * TARGETS[w]}) | {nc / ac:,.1f} | {wc / ac:,.1f} "
-            f"| {best(w, 'native') / best(w, 'autogen'):,.1f} | {best(w, 'wasm') / best(w, 'autogen'):,.1f} |"
+            f"| {best(w, 'native') / best(w, 'autogen'):,.1f} | {best(w, 'wasm') / best(w, 'autogen'):,.1f} "
+            f"| {isolated(w, a)} |"
         )
+    lines.append("")
+    lines.append(
+        "wasm: the plugins' manifests as shipped (echo and counter: up to 256 agents share an instance); "
+        "wasm, an instance per agent: the same with `--agents-per-instance 1` (workloads with more than "
+        "one echo or counter agent)."
+    )
     if "instantiate_many" in selected:
-        kb = {i: med("instantiate_many", i, "rss_kb_per_agent") for i in ("autogen", "native", "wasm")}
+        kb = {i: med("instantiate_many", i, "rss_kb_per_agent") for i in ("autogen", "native", "wasm", "wasm-1")}
         lines.append("")
-        pss = med("instantiate_many", "wasm", "pss_kb_per_agent")
+        pss = med("instantiate_many", "wasm-1", "pss_kb_per_agent")
         lines.append(
             f"RSS per live agent (instantiate_many): AutoGen {kb['autogen']:.2f} KiB, Warren native "
-            f"{kb['native']:.2f} KiB, Warren wasm {kb['wasm']:.1f} KiB (PSS {pss:.1f} KiB: RSS counts "
-            f"the component's shared read-only data image once per instance)."
+            f"{kb['native']:.2f} KiB, Warren wasm {kb['wasm']:.2f} KiB (shared instances), Warren wasm with "
+            f"an instance per agent {kb['wasm-1']:.1f} KiB (PSS {pss:.1f} KiB: RSS counts the component's "
+            f"shared read-only data image once per instance)."
         )
     table = "\n".join(lines)
     print(table, file=sys.stderr)

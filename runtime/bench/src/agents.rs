@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use warren_runtime::{
     AgentId, AgentRuntime, AgentState, AgentType, BoxError, HostConfig, LoadedPlugin, Manifest,
     MemoryChecks, MessageContext, RegisterOptions, RoutedAgent, Routes, Subscription, WasmHost,
@@ -179,15 +179,41 @@ const SKIP: RegisterOptions = RegisterOptions {
 };
 
 impl Variant {
-    pub async fn new(name: &str, components: &Path, max_instances: u32) -> anyhow::Result<Self> {
+    /// The agents for variant `name`. `live` is how many agents the workload keeps live (the
+    /// pool gets a slot per instance they need); `agents_per_instance` overrides the echo and
+    /// counter plugins' manifests (the relay's agents wait on each other and cannot share).
+    pub async fn new(
+        name: &str,
+        components: &Path,
+        live: u64,
+        agents_per_instance: Option<u32>,
+    ) -> anyhow::Result<Self> {
         if name == "native" {
             return Ok(Variant::Native);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let manifest = |plugin: &str, shareable: bool| {
+            let path = root.join("plugins").join(plugin).join("plugin.toml");
+            let mut m = Manifest::load(&path).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            // The workloads keep up to 2 x 20,000 agents of one type live.
+            m.limits.instances = Some(1 << 24);
+            if shareable && let Some(n) = agents_per_instance {
+                m.agent.agents_per_instance = Some(n);
+            }
+            anyhow::Ok((m, path))
+        };
+        let echo = manifest("echo", true)?;
+        let counter = manifest("counter", true)?;
+        let relay = manifest("relay", false)?;
+        let per_instance = echo
+            .0
+            .agents_per_instance()
+            .min(counter.0.agents_per_instance());
+        let slots = live.div_ceil(u64::from(per_instance)) + 200;
         // Small memories (the plugins need well under 16 MiB) so a pool of tens of thousands of
         // slots fits in the address space.
         let host = WasmHost::with_config(HostConfig {
-            max_instances,
+            max_instances: u32::try_from(slots).unwrap_or(u32::MAX),
             max_memory: 16 << 20,
             perf_map: std::env::var_os(crate::workloads::PERF_CTL).is_some(),
             memory_checks: if std::env::var_os(crate::workloads::EXPLICIT_CHECKS).is_some() {
@@ -197,23 +223,29 @@ impl Variant {
             },
             ..HostConfig::default()
         })?;
-        let load = |plugin: &str, file: &str| {
-            let manifest = root.join("plugins").join(plugin).join("plugin.toml");
+        let load = |(m, path): (Manifest, std::path::PathBuf), file: &str| {
             let component = components.join(file);
             let host = host.clone();
-            async move {
-                let mut m = Manifest::load(&manifest).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                // The workloads keep up to 2 x 20,000 agents of one type live.
-                m.limits.instances = Some(1 << 24);
-                anyhow::Ok(host.load_with_component(m, &manifest, &component).await?)
-            }
+            async move { anyhow::Ok(host.load_with_component(m, &path, &component).await?) }
         };
         Ok(Variant::Wasm(Box::new(Plugins {
-            echo: load("echo", "warren_plugin_echo.wasm").await?,
-            counter: load("counter", "warren_plugin_counter.wasm").await?,
-            relay: load("relay", "warren_plugin_relay.wasm").await?,
+            echo: load(echo, "warren_plugin_echo.wasm").await?,
+            counter: load(counter, "warren_plugin_counter.wasm").await?,
+            relay: load(relay, "warren_plugin_relay.wasm").await?,
             host,
         })))
+    }
+
+    /// Agents per instance of the echo and counter plugins (`-` for native agents).
+    pub fn agents_per_instance(&self) -> Value {
+        match self {
+            Variant::Native => "-".into(),
+            Variant::Wasm(p) => json!({
+                "echo": p.echo.manifest.agents_per_instance(),
+                "counter": p.counter.manifest.agents_per_instance(),
+                "relay": p.relay.manifest.agents_per_instance(),
+            }),
+        }
     }
 
     pub fn label(&self) -> &'static str {
@@ -331,7 +363,7 @@ impl Variant {
 #[cfg(test)]
 mod tests {
     use super::{Stateful, note};
-    use serde_json::json;
+    use serde_json::{Value, json};
     use warren_runtime::RoutedAgent;
 
     #[test]

@@ -67,6 +67,10 @@ pub struct Args {
     /// Where the guest components are (built with `cargo build --profile guest` if omitted).
     #[arg(long)]
     pub components: Option<PathBuf>,
+    /// Agents per instance of the echo and counter plugins (default: their manifests'
+    /// `agents_per_instance`); 1 gives every wasm agent an instance of its own.
+    #[arg(long)]
+    pub agents_per_instance: Option<u32>,
     #[arg(long, hide = true)]
     pub child: bool,
 }
@@ -114,6 +118,11 @@ fn main() -> anyhow::Result<()> {
                     ])
                     .arg("--components")
                     .arg(&components)
+                    .args(
+                        args.agents_per_instance
+                            .iter()
+                            .flat_map(|n| ["--agents-per-instance".to_owned(), n.to_string()]),
+                    )
                     .output()?;
                 if !out.status.success() {
                     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -211,6 +220,7 @@ fn child(args: &Args) -> anyhow::Result<()> {
         n,
         args.threads,
         &components,
+        args.agents_per_instance,
     ))?;
     println!("{rec}");
     Ok(())

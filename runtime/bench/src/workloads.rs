@@ -143,6 +143,7 @@ fn record(r: Record, variant: &Variant, threads: usize) -> Value {
         "codec": variant.codec(),
         "allocator": variant.allocator(),
         "memory_checks": variant.memory_checks(),
+        "agents_per_instance": variant.agents_per_instance(),
         "global_allocator": format!(
             "mimalloc (purge delay {} ms, transparent huge pages {})",
             warren_runtime::allocator::purge_delay_ms(),
@@ -175,8 +176,8 @@ pub async fn run(
     n: u64,
     threads: usize,
     components: &Path,
+    agents_per_instance: Option<u32>,
 ) -> anyhow::Result<Value> {
-    // Enough pooling slots for the biggest workload (W4/W6 keep n agents live).
     // Pool slots for the agents a workload keeps live: state_roundtrip keeps two runtimes of n
     // agents each, instantiate_many n + 1; the others a few hundred at most.
     let live = match workload {
@@ -184,8 +185,7 @@ pub async fn run(
         "instantiate_many" => n,
         _ => 200,
     };
-    let slots = u32::try_from(live + 200).unwrap_or(u32::MAX);
-    let variant = Variant::new(variant_name, components, slots).await?;
+    let variant = Variant::new(variant_name, components, live, agents_per_instance).await?;
     let rt = AgentRuntime::new();
     let r = match workload {
         "rpc_roundtrip" => rpc_roundtrip(&rt, &variant, n).await?,
