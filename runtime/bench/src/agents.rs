@@ -363,7 +363,7 @@ impl Variant {
 #[cfg(test)]
 mod tests {
     use super::{Stateful, note};
-    use serde_json::{Value, json};
+    use serde_json::json;
     use warren_runtime::RoutedAgent;
 
     #[test]
