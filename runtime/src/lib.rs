@@ -1,7 +1,8 @@
 //! # warren-runtime
 //!
 //! Warren's wasm host on top of [`warren_core`]: each agent type is a WIT component
-//! (`wit/`, world `warren:agent/plugin@0.1.0`) compiled once and instantiated once per live agent,
+//! (`wit/`, world `warren:agent/plugin@0.1.0`) compiled once and instantiated once per live agent
+//! (or once per `agents_per_instance` agents, for a plugin whose manifest lets them share),
 //! side by side with native Rust agents in the same [`AgentRuntime`].
 //!
 //! ```no_run

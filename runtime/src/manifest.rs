@@ -431,6 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn agents_per_instance_defaults_to_one_and_must_be_in_range() {
+        let base = "[agent]\ntype = \"m\"\ncomponent = \"m.wasm\"\n";
+        assert_eq!(parse(base).unwrap().agents_per_instance(), 1);
+        let m = parse(&format!("{base}agents_per_instance = 256\n")).unwrap();
+        assert_eq!(m.agents_per_instance(), 256);
+        for bad in [0, MAX_AGENTS_PER_INSTANCE + 1] {
+            let e = parse(&format!("{base}agents_per_instance = {bad}\n")).unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].key, "agent.agents_per_instance");
+            assert!(e[0].problem.contains(&bad.to_string()), "{}", e[0]);
+        }
+    }
+
+    #[test]
     fn capability_patterns() {
         let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(allowed(&p(&["*"]), "anything"));

@@ -51,9 +51,10 @@ pub async fn inspect(plugin: &Path) -> u8 {
                     "imports": p.imports,
                     "exports": p.exports,
                     "calls": calls,
+                    "agents_per_instance": p.manifest.agents_per_instance(),
                 }),
                 format!(
-                    "plugin      {}\nagent type  {}\ndescription {}\ncomponent   {}\nsubscribes  {}\nhandles     {}\ncalls       {}\nimports     {}\nexports     {}",
+                    "plugin      {}\nagent type  {}\ndescription {}\ncomponent   {}\nsubscribes  {}\nhandles     {}\ncalls       {}\ninstances   {}\nimports     {}\nexports     {}",
                     p.manifest_path.display(),
                     m.agent_type,
                     if m.description.is_empty() {
@@ -69,6 +70,10 @@ pub async fn inspect(plugin: &Path) -> u8 {
                     },
                     p.handles.join(", "),
                     calls,
+                    match p.manifest.agents_per_instance() {
+                        1 => "one per agent".to_owned(),
+                        n => format!("shared, up to {n} agents each"),
+                    },
                     p.imports.join("\n            "),
                     p.exports.join("\n            "),
                 ),

@@ -325,10 +325,15 @@ fn inspect_and_validate_the_example_plugins() {
         "{out}"
     );
     assert!(out.contains("calls       synchronous"), "{out}");
+    assert!(
+        out.contains("instances   shared, up to 256 agents each"),
+        "{out}"
+    );
     let o = warren(&["inspect", &plugin("relay")]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("calls       on a fiber"), "{out}");
+    assert!(out.contains("instances   one per agent"), "{out}");
     let o = warren(&["validate", &built_plugins().display().to_string()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
