@@ -843,34 +843,33 @@ pub mod __private {
     }
 
     /// Slot `agent`, grown into (empty) if the host gave it out since the last call.
-    fn slot<A>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut Option<A>, String> {
+    #[cold]
+    fn grow<A>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<(), String> {
         let i = agent as usize;
-        if i >= agents.len() {
-            if i - agents.len() > MAX_SLOT_JUMP {
-                return Err(format!(
-                    "agent slot {i} is far past the {} slots in use",
-                    agents.len()
-                ));
-            }
-            agents.resize_with(i + 1, || None);
+        if i - agents.len() > MAX_SLOT_JUMP {
+            return Err(format!(
+                "agent slot {i} is far past the {} slots in use",
+                agents.len()
+            ));
         }
-        Ok(&mut agents[i])
+        agents.resize_with(i + 1, || None);
+        Ok(())
     }
 
     /// The agent in slot `agent`, created (`Default`, then `init`) on its first call.
-    fn with_agent<A: Agent, R>(
-        key: LiveKey<A>,
-        agent: u32,
-        f: impl FnOnce(&Handlers<A>, &mut A) -> R,
-    ) -> Result<R, String> {
-        with_instance(key, |live| {
-            let a = slot(&mut live.agents, agent)?.get_or_insert_with(|| {
-                let mut a = A::default();
-                a.init(&self_id());
-                a
-            });
-            Ok(f(&live.handlers, a))
-        })
+    fn agent_in<A: Agent>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut A, String> {
+        let i = agent as usize;
+        if i >= agents.len() {
+            grow(agents, agent)?;
+        }
+        Ok(agents[i].get_or_insert_with(new_agent))
+    }
+
+    #[cold]
+    fn new_agent<A: Agent>() -> A {
+        let mut a = A::default();
+        a.init(&self_id());
+        a
     }
 
     pub fn handle<A: Agent>(
@@ -880,23 +879,26 @@ pub mod __private {
         message: Message,
     ) -> Result<Option<Message>, Error> {
         let ctx = Context::new(is_rpc);
-        with_agent(key, agent, |handlers, a| {
-            handlers.dispatch(a, message, &ctx)
+        with_instance(key, |live| {
+            let a = agent_in(&mut live.agents, agent).map_err(Error::HandlerFailed)?;
+            live.handlers.dispatch(a, message, &ctx)
         })
-        .map_err(Error::HandlerFailed)?
     }
 
     pub fn save_state<A: Agent>(key: LiveKey<A>, agent: u32) -> Result<String, String> {
-        with_agent(key, agent, |_, a| {
-            serde_json::to_string(a).map_err(|e| e.to_string())
-        })?
+        with_instance(key, |live| {
+            serde_json::to_string(agent_in(&mut live.agents, agent)?).map_err(|e| e.to_string())
+        })
     }
 
     pub fn load_state<A: Agent>(key: LiveKey<A>, agent: u32, state: String) -> Result<(), String> {
         let loaded: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
         // Replaces the agent without building (and `init`ing) a default one first.
         with_instance(key, |live| {
-            *slot(&mut live.agents, agent)? = Some(loaded);
+            if agent as usize >= live.agents.len() {
+                grow(&mut live.agents, agent)?;
+            }
+            live.agents[agent as usize] = Some(loaded);
             Ok(())
         })
     }

@@ -69,6 +69,8 @@ impl Live {
 pub(crate) struct Instance {
     live: Option<Live>,
     generation: u64,
+    /// The slot of the agent the live instance runs as (its `self-id` and log tag).
+    running: u32,
 }
 
 /// An instance shared by several agents of one type (up to `agents_per_instance`), each in its
@@ -123,35 +125,22 @@ enum Home {
     Shared { shard: Arc<Shard>, slot: u32 },
 }
 
-/// The instance an agent is calling, held for the call (a shared one locked).
-enum Access<'a> {
-    Own(&'a mut Instance),
-    Shared(tokio::sync::MutexGuard<'a, Instance>),
-}
-
-impl Access<'_> {
-    fn instance(&mut self) -> &mut Instance {
-        match self {
-            Access::Own(i) => i,
-            Access::Shared(g) => g,
+/// `(&mut Instance, slot)` of `$home` for one call: its own instance, or the shared one locked
+/// (the guard lives in `$guard`, declared by the caller, until the end of its scope).
+macro_rules! instance {
+    ($home:expr, $guard:ident) => {
+        match &mut $home {
+            Home::Own(i) => (i, 0),
+            Home::Shared { shard, slot } => {
+                // Outside tokio's cooperative budget: the lock is held for one synchronous call
+                // at a time, so waiting is short, and a lock that counted against the budget
+                // made the runtime's task yield every 128 messages (rpc_concurrent with 100
+                // agents in one instance ran at 80k/s instead of 550k/s).
+                $guard = tokio::task::unconstrained(shard.instance.lock()).await;
+                (&mut *$guard, *slot)
+            }
         }
-    }
-}
-
-impl Home {
-    async fn access(&mut self) -> (Access<'_>, u32) {
-        match self {
-            Home::Own(i) => (Access::Own(i), 0),
-            // Outside tokio's cooperative budget: the lock is held for one synchronous call at a
-            // time, so waiting is short, and a lock that counted against the budget made the
-            // runtime's task yield every 128 messages (rpc_concurrent with 100 agents in one
-            // instance ran at 80k/s instead of 550k/s).
-            Home::Shared { shard, slot } => (
-                Access::Shared(tokio::task::unconstrained(shard.instance.lock()).await),
-                *slot,
-            ),
-        }
-    }
+    };
 }
 
 pub(crate) struct WasmAgent {
@@ -237,12 +226,14 @@ impl WasmAgent {
             },
             home,
         };
-        let (mut access, slot) = agent.home.access().await;
-        if let Err(e) = agent.me.ready(access.instance(), slot).await {
-            let name = &agent.me.shared.name;
-            return Err(format!("instantiating plugin `{name}`: {e}").into());
+        {
+            let mut guard;
+            let (inst, slot) = instance!(agent.home, guard);
+            if let Err(e) = agent.me.ready(inst, slot).await {
+                let name = &agent.me.shared.name;
+                return Err(format!("instantiating plugin `{name}`: {e}").into());
+            }
         }
-        drop(access);
         Ok(agent)
     }
 
@@ -305,12 +296,16 @@ impl Me {
             })?;
             inst.live = Some(live);
             inst.generation += 1;
+            inst.running = slot;
             if inst.generation > 1 {
                 tracing::info!(agent = %self.id, generation = inst.generation, "fresh instance");
             }
         }
         let live = inst.live.as_mut().expect("just ensured");
-        live.store.data_mut().switch_agent(&self.id);
+        if inst.running != slot {
+            live.store.data_mut().switch_agent(&self.id);
+            inst.running = slot;
+        }
         if self.generation != inst.generation {
             if let Some(state) = &self.last_state {
                 live.arm(&self.shared);
@@ -402,8 +397,8 @@ impl Agent for WasmAgent {
             me.check_size(encoded.data.len())?;
             Ok::<_, Error>(bindings::to_wit_message(encoded, shared.types()))
         })?;
-        let (mut access, slot) = self.home.access().await;
-        let inst = access.instance();
+        let mut guard;
+        let (inst, slot) = instance!(self.home, guard);
         let live = me.ready(inst, slot).await?;
         live.arm(&me.shared);
         live.store.data_mut().handling = Some(ctx.into());
@@ -429,8 +424,8 @@ impl Agent for WasmAgent {
 
     async fn save_state(&mut self) -> Result<AgentState, BoxError> {
         let me = &mut self.me;
-        let (mut access, slot) = self.home.access().await;
-        let inst = access.instance();
+        let mut guard;
+        let (inst, slot) = instance!(self.home, guard);
         let live = me.ready(inst, slot).await?;
         live.arm(&me.shared);
         let r = call!(live, call_save_state, slot);
@@ -453,8 +448,8 @@ impl Agent for WasmAgent {
 
     async fn load_state(&mut self, state: AgentState) -> Result<(), BoxError> {
         let me = &mut self.me;
-        let (mut access, slot) = self.home.access().await;
-        let inst = access.instance();
+        let mut guard;
+        let (inst, slot) = instance!(self.home, guard);
         let live = me.ready(inst, slot).await?;
         live.arm(&me.shared);
         let r = call!(live, call_load_state, slot, state.json());
