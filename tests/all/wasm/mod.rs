@@ -4,6 +4,7 @@ mod bad_input;
 mod conformance;
 mod footprint;
 mod interop;
+mod local_messages;
 mod shared;
 mod sync_calls;
 mod traps;

@@ -5,39 +5,16 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use warren_runtime::{
     AgentId, AgentRuntime, Error, LoadedPlugin, Manifest, PluginError, SavedState,
 };
 
+use super::local_messages::*;
 use super::{guests, host, manifest_path};
 use crate::common::*;
 
 fn id(s: &str) -> AgentId {
     s.parse().unwrap()
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Add {
-    n: i64,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Total {
-    n: i64,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Crash {
-    line: String,
-    message: String,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Loop {}
-#[derive(Debug, Serialize, Deserialize)]
-struct WhoAmI {}
-#[derive(Debug, Serialize, Deserialize)]
-struct Iam {
-    key: String,
-    created_as: String,
 }
 
 /// Loads fixture or plugin `name` with `agents_per_instance` set.

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use warren_runtime::{AgentId, Error};
 
+use super::local_messages::*;
 use super::{guests, load, runtime_with};
 use crate::common::*;
 
@@ -13,25 +14,6 @@ fn id(s: &str) -> AgentId {
     s.parse().unwrap()
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Add {
-    n: i64,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Total {
-    n: i64,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Crash {
-    line: String,
-    message: String,
-}
-#[derive(Debug, Serialize, Deserialize)]
-struct Loop {}
-#[derive(Debug, Serialize, Deserialize)]
-struct Grab {
-    megabytes: u64,
-}
 #[derive(Debug, Serialize, Deserialize)]
 struct Ping {
     i: i64,
