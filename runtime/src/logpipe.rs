@@ -64,10 +64,17 @@ impl LogPipe {
         String::from_utf8_lossy(&t[start..]).trim().to_owned()
     }
 
-    /// Tags the lines written from now on with `agent` (a shared instance switching agents).
+    /// Tags the lines written from now on with `agent` (a shared instance switching agents):
+    /// the last agent's unfinished line is emitted as its own, and the kept tail starts afresh,
+    /// so a trap report quotes only what the agent that trapped wrote.
     pub(crate) fn set_agent(&self, agent: &AgentId) {
         let mut st = self.state.lock();
         if st.agent != *agent {
+            if !st.line.is_empty() {
+                let line = std::mem::take(&mut st.line);
+                self.emit(&st.agent, &line);
+            }
+            st.tail.clear();
             st.agent = agent.clone();
         }
     }
@@ -174,5 +181,18 @@ mod tests {
         assert!(tail.ends_with("panicked at src/lib.rs:3: boom"), "{tail}");
         assert!(tail.len() <= TAIL + 40, "{}", tail.len());
         assert!(!tail.contains("line 0\n"));
+    }
+
+    #[test]
+    fn another_agent_starts_a_fresh_tail() {
+        let p = LogPipe::new(AgentId::new("a", "1").unwrap(), Stream::Stderr);
+        p.write(b"one's line\none's unfinished");
+        p.set_agent(&AgentId::new("a", "2").unwrap());
+        assert_eq!(p.tail(), "");
+        p.write(b"two's line");
+        assert_eq!(p.tail(), "two's line");
+        // The same agent again keeps its tail.
+        p.set_agent(&AgentId::new("a", "2").unwrap());
+        assert_eq!(p.tail(), "two's line");
     }
 }

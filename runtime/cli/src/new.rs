@@ -101,6 +101,7 @@ type = "{name}"
 description = "{name}: greets whoever asks"
 component = "{name}.wasm"
 # subscriptions = [{{ topic_type = "news" }}]
+# agents_per_instance = 256   # share instances (cheaper agents, less isolation; not if it sends)
 "#
     );
     let files = [
