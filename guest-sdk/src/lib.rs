@@ -34,6 +34,12 @@
 //! sends, `event` for publishes, `message` for both) and optional `.when(...)` predicate match
 //! runs. A message no handler takes is answered with `Error::CannotHandle`.
 //!
+//! One instance of the component may host several agents (when the plugin's manifest sets
+//! `agents_per_instance` above 1): the crate keeps one agent struct per agent, created with
+//! `Default` and [`Agent::init`] on its first message, and `self_id()` names the agent whose
+//! message is running. Keep every agent's state in its struct: statics and thread-locals are
+//! shared by all the agents of an instance.
+//!
 //! The crate also compiles for the host target, where the host imports are stubs that must not be
 //! called; that lets workspace-wide `clippy` and unit tests cover plugin code.
 
