@@ -3,14 +3,15 @@
 //! (`agents_per_instance`, see [`Shard`]).
 //!
 //! The runtime calls it one message at a time (it is an ordinary [`Agent`]), and a shared
-//! instance is locked for each call, so a store is never entered twice. Before each call the per-message limits are armed (a fresh time deadline and fuel
-//! budget). A trap, or a call whose future was dropped half-way, leaves the instance unusable
-//! (wasmtime will not re-enter it): the instance is discarded, the caller gets a typed error (the
-//! breached limit, or [`Error::Trapped`] naming the agent and the trap), and the next message
-//! builds a fresh instance and restores the last state that was saved or loaded. Every instance
-//! has a generation; an agent whose state was placed in an older generation than the instance's
-//! (every other agent of a shared instance, after a trap) gets its last state restored before
-//! its next call.
+//! instance is locked for each call, so a store is never entered twice. Before each call the
+//! per-message limits are armed (a fresh time deadline and fuel budget). A trap, or a call whose
+//! future was dropped half-way, leaves the instance unusable (wasmtime will not re-enter it): the
+//! instance is discarded, the caller gets a typed error (the breached limit, or
+//! [`Error::Trapped`] naming the agent and the trap), and the next message builds a fresh
+//! instance and restores the last state that was saved or loaded. Every instance has a
+//! generation; an agent whose state was placed in an older generation than the instance's (every
+//! other agent of a shared instance, after a trap) gets its last state restored before its next
+//! call.
 //!
 //! An instance of a plugin that imports nothing that waits is called synchronously (a plain call
 //! on the runtime's thread; see `host::Pre`); the others are awaited on a fiber, so a guest blocked
