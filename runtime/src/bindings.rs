@@ -339,7 +339,19 @@ impl warren::agent::host::Host for StoreState {
         recipient: wit::AgentId,
         message: wit::Message,
     ) -> Result<wit::Message, wit::Error> {
-        let recipient = parse_agent(recipient)?;
+        let recipient = match &self.last_recipient {
+            Some(last)
+                if last.agent_type().as_str() == recipient.agent_type
+                    && *last.key() == *recipient.key =>
+            {
+                last.clone()
+            }
+            _ => {
+                let id = parse_agent(recipient)?;
+                self.last_recipient = Some(id.clone());
+                id
+            }
+        };
         if !allowed(&self.plugin.caps.send, recipient.agent_type().as_str()) {
             return Err(self.denied(format!(
                 "send to `{recipient}` (agent type `{}` is not in capabilities.send)",

@@ -244,6 +244,9 @@ pub(crate) struct StoreState {
     /// The context of the message being handled, for the `context` import (`None` between
     /// messages). Kept as the runtime's values and converted only if the guest asks.
     pub(crate) handling: Option<Handling>,
+    /// The last agent this instance sent to: a relay sends to the same agent again and again,
+    /// and reusing its id spares validating and allocating it per send.
+    pub(crate) last_recipient: Option<warren_core::AgentId>,
 }
 
 impl StoreState {
@@ -966,6 +969,7 @@ impl WasmHost {
                 },
                 plugin: plugin.clone(),
                 handling: None,
+                last_recipient: None,
             },
         );
         store.limiter(|s| &mut s.limiter);

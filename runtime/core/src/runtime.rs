@@ -179,7 +179,7 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     idle_waiters: AtomicUsize,
     idle: Notify,
-    waits: Mutex<FastMap<AgentId, Vec<AgentId>>>,
+    waits: Mutex<FastMap<AgentId, smallvec::SmallVec<[AgentId; 1]>>>,
     next_seq: AtomicU64,
     /// Default mailbox capacity, and per-type overrides.
     mailbox_capacity: usize,
@@ -822,12 +822,15 @@ struct WaitEdge<'a> {
 impl Drop for WaitEdge<'_> {
     fn drop(&mut self) {
         let mut g = self.inner.waits.lock();
-        if let Some(v) = g.get_mut(&self.from) {
+        // One lookup (the key is a clone of two shared strings): most edges are the only one of
+        // their agent, and their entry goes with them.
+        if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from.clone()) {
+            let v = e.get_mut();
             if let Some(i) = v.iter().position(|x| *x == self.to) {
                 v.swap_remove(i);
             }
             if v.is_empty() {
-                g.remove(&self.from);
+                e.remove();
             }
         }
     }
@@ -912,26 +915,32 @@ impl Inner {
                 chain: vec![from.clone(), to.clone()],
             });
         }
-        // Is there a path to -> ... -> from? Then `from` waiting for `to` closes a cycle.
-        let mut parent: HashMap<&AgentId, &AgentId> = HashMap::new();
-        let mut stack = vec![to];
-        while let Some(n) = stack.pop() {
-            if n == from {
-                let mut path = vec![from.clone()];
-                let mut cur = from;
-                while cur != to {
-                    cur = parent[cur];
-                    path.push(cur.clone());
-                }
-                path.reverse();
-                path.push(to.clone());
-                return Err(Error::CallCycle { chain: path });
+        // Is there a path to -> ... -> from? Then `from` waiting for `to` closes a cycle. (Only
+        // if `to` waits for someone itself: a nested send's recipient usually does not.)
+        {
+            let mut parent: HashMap<&AgentId, &AgentId> = HashMap::new();
+            let mut stack: smallvec::SmallVec<[&AgentId; 8]> = smallvec::smallvec![];
+            if g.contains_key(to) {
+                stack.push(to);
             }
-            if let Some(next) = g.get(n) {
-                for m in next {
-                    if m != to && !parent.contains_key(m) {
-                        parent.insert(m, n);
-                        stack.push(m);
+            while let Some(n) = stack.pop() {
+                if n == from {
+                    let mut path = vec![from.clone()];
+                    let mut cur = from;
+                    while cur != to {
+                        cur = parent[cur];
+                        path.push(cur.clone());
+                    }
+                    path.reverse();
+                    path.push(to.clone());
+                    return Err(Error::CallCycle { chain: path });
+                }
+                if let Some(next) = g.get(n) {
+                    for m in next {
+                        if m != to && !parent.contains_key(m) {
+                            parent.insert(m, n);
+                            stack.push(m);
+                        }
                     }
                 }
             }
