@@ -142,6 +142,70 @@ async fn two_chains_waiting_on_each_other_are_refused_not_deadlocked() {
     assert_eq!((refused, served), (1, 1), "{a} / {b}");
 }
 
+/// An agent that drives another runtime from its handler: `Forward` goes to the first agent of
+/// its path in that runtime (as an outside caller), `SaveIn` saves an agent's state there.
+struct Bridge {
+    to: AgentRuntime,
+}
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SaveIn(String);
+impl RoutedAgent for Bridge {
+    fn routes(r: &mut Routes<Self>) {
+        r.rpc(|me: &mut Bridge, m: &Forward, _: &MessageContext| {
+            let to = me.to.clone();
+            Box::pin(async move {
+                let (first, rest) = m.path.split_first().ok_or("empty path")?;
+                let r: String = to
+                    .send(
+                        Forward {
+                            path: rest.to_vec(),
+                        },
+                        &first.parse()?,
+                    )
+                    .await?;
+                Ok::<_, BoxError>(r)
+            })
+        });
+        r.rpc(|me: &mut Bridge, m: &SaveIn, _: &MessageContext| {
+            let to = me.to.clone();
+            Box::pin(async move {
+                to.agent_save_state(&m.0.parse()?).await?;
+                Ok::<_, BoxError>("saved".to_owned())
+            })
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_handler_using_another_runtime_is_not_taken_for_an_agent_of_it() {
+    // Runtime B has agents `a/1` and `b/1`; runtime A has its own `a/1`, which calls into B.
+    let b = relays().await;
+    let a = AgentRuntime::new();
+    let to = b.clone();
+    a.register_routed("a", move |_| Bridge { to: to.clone() })
+        .await
+        .unwrap();
+    a.start().unwrap();
+    // A's a/1 asks B's b/1, which asks B's a/1: nobody waits for B's a/1, so this is no cycle
+    // (B once recorded the outside call as A's a/1 waiting, and refused it as a/1 -> b/1 -> a/1).
+    let r: String = within(a.send(
+        Forward {
+            path: vec!["b/1".into(), "a/1".into()],
+        },
+        &id("a/1"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r, "answered by a/1");
+    // And B's a/1 may be saved from A's a/1's handler: it is not asking for itself.
+    let r: String = within(a.send(SaveIn("a/1".into()), &id("a/1")))
+        .await
+        .unwrap();
+    assert_eq!(r, "saved");
+    within(a.stop_when_idle()).await.unwrap();
+    within(b.stop_when_idle()).await.unwrap();
+}
+
 #[tokio::test]
 async fn chains_longer_than_the_inline_depth_still_complete() {
     let rt = relays().await;

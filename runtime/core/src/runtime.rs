@@ -124,8 +124,27 @@ const DRAIN_BATCH: usize = 64;
 /// The handler currently running on this task: its agent, for wait-for edges, and its inline depth.
 #[derive(Clone)]
 struct Frame {
+    /// The runtime running the handler (its `Inner`'s address): a handler may also use another
+    /// runtime, whose wait-for graph and agents its own agent is no part of.
+    runtime: usize,
     agent: AgentId,
     depth: u32,
+}
+
+impl Inner {
+    /// This runtime's identity in a [`Frame`].
+    fn frame_id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// The handler frame of the running task, if it is one of this runtime's handlers.
+    fn own_frame(self: &Arc<Self>) -> Option<Frame> {
+        let me = self.frame_id();
+        FRAME
+            .try_with(|f| (f.runtime == me).then(|| f.clone()))
+            .ok()
+            .flatten()
+    }
 }
 
 tokio::task_local! {
@@ -995,7 +1014,7 @@ impl Inner {
         recipient: AgentId,
         options: SendOptions,
     ) -> Result<Message, Error> {
-        let frame = FRAME.try_with(|f| f.clone()).ok();
+        let frame = self.own_frame();
         let cell = self.cell_for(&recipient)?;
         self.check_sender(&options.sender)?;
         // No token, nobody can cancel: nothing to watch (and nothing to allocate).
@@ -1312,6 +1331,7 @@ impl Inner {
         // Kept (one reference count) only to name the message if the handler panics.
         let for_panic = message.clone();
         let frame = Frame {
+            runtime: self.frame_id(),
             agent: cell.id.clone(),
             depth,
         };
@@ -1341,7 +1361,7 @@ impl Inner {
     {
         // An agent asking for exclusive access to itself from inside its own handler would wait
         // for itself forever.
-        if FRAME.try_with(|f| f.agent == cell.id).unwrap_or(false) {
+        if self.own_frame().is_some_and(|f| f.agent == cell.id) {
             return Err(Error::CallCycle {
                 chain: vec![cell.id.clone(), cell.id.clone()],
             });
