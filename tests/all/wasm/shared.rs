@@ -143,6 +143,35 @@ async fn shared_agents_save_and_load_their_own_state_across_runtimes() {
     within(b.stop_when_idle()).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_of_one_instance_called_from_several_threads_at_once_lose_nothing() {
+    let plugin = load_shared("local", guests::LOCAL, 4).await.unwrap();
+    let rt = local_runtime(&plugin).await;
+    // 8 agents in two instances, 50 additions each, all in flight at once from two threads.
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..50 {
+        for k in 0..8 {
+            let rt = rt.clone();
+            calls.spawn(async move {
+                let agent = format!("local/t{k}");
+                rt.send::<Total>(Add { n: 1 }, &id(&agent))
+                    .await
+                    .unwrap_or_else(|e| panic!("{agent} round {round}: {e}"))
+            });
+        }
+    }
+    within(async {
+        while let Some(r) = calls.join_next().await {
+            r.unwrap();
+        }
+    })
+    .await;
+    for k in 0..8 {
+        assert_eq!(add(&rt, &format!("local/t{k}"), 0).await, 50);
+    }
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_component_that_can_wait_cannot_share_instances() {
     let e = load_shared("faulty", guests::FAULTY, 2).await.unwrap_err();
