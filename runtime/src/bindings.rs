@@ -53,31 +53,27 @@ fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
 
 /// A payload as `handle`, `send` and `publish` carry it: a type the component declared travels
 /// as its index in `types` (no string copied into the guest, none compared there), short data
-/// inline. Returns the type name too, for errors: borrowed from the table when declared, else
-/// moved out of the message.
-pub(crate) fn to_wit_message<'t>(
-    p: warren_core::Encoded<'_>,
-    types: &'t [Arc<str>],
-) -> (wit::Message, std::borrow::Cow<'t, str>) {
-    let (message_type, name) = match types.iter().position(|t| **t == *p.type_name) {
-        Some(i) => (
-            wit::MessageType::Declared(i as u32),
-            std::borrow::Cow::Borrowed(&*types[i]),
-        ),
-        None => {
-            let name = p.type_name.into_owned();
-            (
-                wit::MessageType::Named(name.clone()),
-                std::borrow::Cow::Owned(name),
-            )
-        }
+/// inline. ([`type_name_of`] names its type again, for an error.)
+pub(crate) fn to_wit_message(p: warren_core::Encoded<'_>, types: &[Arc<str>]) -> wit::Message {
+    let message_type = match types.iter().position(|t| **t == *p.type_name) {
+        Some(i) => wit::MessageType::Declared(i as u32),
+        None => wit::MessageType::Named(p.type_name.into_owned()),
     };
-    let message = wit::Message {
+    wit::Message {
         message_type,
         content_type: content_type_to_wit(p.content_type),
         data: data_to_wit(p.data),
-    };
-    (message, name)
+    }
+}
+
+/// The type name of a message bound for a guest (a declared type by its index in `types`).
+pub(crate) fn type_name_of(m: &wit::Message, types: &[Arc<str>]) -> String {
+    match &m.message_type {
+        wit::MessageType::Named(name) => name.clone(),
+        wit::MessageType::Declared(i) => types
+            .get(*i as usize)
+            .map_or_else(|| format!("<declared type {i}>"), |t| t.to_string()),
+    }
 }
 
 thread_local! {
@@ -378,7 +374,7 @@ impl warren::agent::host::Host for StoreState {
             .map_err(|e| to_wit_error(&e))?;
         encoding(|buf| {
             let response = rt.encode(&response, buf).map_err(|e| to_wit_error(&e))?;
-            Ok(to_wit_message(response, self.plugin.types()).0)
+            Ok(to_wit_message(response, self.plugin.types()))
         })
     }
 
@@ -464,9 +460,9 @@ mod tests {
     fn declared_types_cross_as_indices_and_others_by_name() {
         let types: Vec<Arc<str>> = vec!["Ping".into(), "Pong".into()];
         let pong = warren_core::Payload::json("Pong", b"{}".to_vec());
-        let (m, name) = to_wit_message((&pong).into(), &types);
+        let m = to_wit_message((&pong).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Declared(1)));
-        assert!(matches!(name, std::borrow::Cow::Borrowed("Pong")));
+        assert_eq!(type_name_of(&m, &types), "Pong");
         assert_eq!(m.content_type, None);
         let back = from_wit_message(m, &types).unwrap();
         // Short JSON of a declared type stays inside the message, sharing the table's name.
@@ -479,9 +475,9 @@ mod tests {
             content_type: "application/x-protobuf".into(),
             data: vec![1, 2],
         };
-        let (m, name) = to_wit_message((&custom).into(), &types);
+        let m = to_wit_message((&custom).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Named(ref n) if n == "Blob"));
-        assert_eq!(name, "Blob");
+        assert_eq!(type_name_of(&m, &types), "Blob");
         assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
         let back = from_wit_message(m, &types).unwrap();
         assert_eq!(back.payload(), Some(&custom));
@@ -490,7 +486,7 @@ mod tests {
         for n in [0, 11, 32, 33, 4096] {
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             let ping = warren_core::Payload::json("Ping", data.clone());
-            let (m, _) = to_wit_message((&ping).into(), &types);
+            let m = to_wit_message((&ping).into(), &types);
             match &m.data {
                 wit::MessageData::Inline(b) => assert!(n <= 32 && usize::from(b.len) == n),
                 wit::MessageData::Bytes(b) => assert!(n > 32 && *b == data),

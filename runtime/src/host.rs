@@ -492,6 +492,22 @@ pub(crate) enum Pre {
     Sync(sync_world::PluginPre<StoreState>),
 }
 
+/// Whether a component imports the host function `name` (of `warren:agent/host`).
+fn imports_host_fn(component: &Component, engine: &Engine, name: &str) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(import, item)| {
+            import.split('@').next() == Some("warren:agent/host")
+                && match item.ty {
+                    ComponentItem::ComponentInstance(host) => {
+                        host.exports(engine).any(|(f, _)| f == name)
+                    }
+                    _ => false,
+                }
+        })
+}
+
 /// Whether a component imports a function that can wait: `send` or `publish` (they wait for
 /// another agent), or any file or socket operation. Everything else a plugin may import has a
 /// synchronous definition on the sync linker.
@@ -529,6 +545,10 @@ pub(crate) struct PluginShared {
     /// The type names the component declared (`description.types`, read from the probe
     /// instance): `handle` passes and answers these types as indices into this table.
     pub(crate) types: std::sync::OnceLock<Vec<Arc<str>>>,
+    /// Whether the component imports `context`: only then does a call need the message's
+    /// context copied into the store (most handlers never ask, and the copy is reference
+    /// counts on every delivery).
+    pub(crate) asks_context: bool,
 }
 
 impl PluginShared {
@@ -772,6 +792,7 @@ impl WasmHost {
             live: Default::default(),
             tenant_live,
             types: Default::default(),
+            asks_context: imports_host_fn(&component, engine, "context"),
         });
         // A probe instance: proves the component starts, and asks what it handles.
         let probe_id = warren_core::AgentId::from_parts(manifest.agent_type(), "warren-probe");

@@ -395,32 +395,36 @@ impl Agent for WasmAgent {
         message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        // Its own handle on the type table: the encoded message borrows names from it while
-        // the agent is borrowed for the call.
-        let shared = self.me.shared.clone();
         let me = &mut self.me;
-        let (message, type_name) = bindings::encoding(|buf| {
+        let message = bindings::encoding(|buf| {
             let encoded = ctx.runtime().encode(&message, buf)?;
             me.check_size(encoded.data.len())?;
-            Ok::<_, Error>(bindings::to_wit_message(encoded, shared.types()))
+            Ok::<_, Error>(bindings::to_wit_message(encoded, me.shared.types()))
         })?;
         let mut guard;
         let (inst, slot) = instance!(self.home, guard);
         let live = me.ready(inst, slot).await?;
         live.arm(&me.shared);
-        live.store.data_mut().handling = Some(ctx.into());
+        let asks_context = me.shared.asks_context;
+        if asks_context {
+            live.store.data_mut().handling = Some(ctx.into());
+        }
         let r = call!(live, call_handle, slot, ctx.is_rpc, &message);
-        live.store.data_mut().handling = None;
+        if asks_context {
+            live.store.data_mut().handling = None;
+        }
         live.in_call = false;
+        // The handled message's type, named only for an error.
+        let type_name = || bindings::type_name_of(&message, me.shared.types());
         match r {
             Ok(Ok(Some(m))) => {
                 // A response is a message too: its caller gets the limit error, not the bytes.
                 me.check_size(m.data.len())?;
                 bindings::from_wit_message(m, me.shared.types())
-                    .map_err(|e| bindings::from_wit_error(&me.id, type_name.into_owned(), e))
+                    .map_err(|e| bindings::from_wit_error(&me.id, type_name(), e))
             }
             Ok(Ok(None)) => Ok(Message::empty()),
-            Ok(Err(e)) => Err(bindings::from_wit_error(&me.id, type_name.into_owned(), e)),
+            Ok(Err(e)) => Err(bindings::from_wit_error(&me.id, type_name(), e)),
             Err(e) => Err(me.trapped(inst, &e)),
         }
     }

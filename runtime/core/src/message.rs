@@ -117,6 +117,22 @@ enum Repr {
     Payload(Arc<Payload>),
 }
 
+/// See [`Message::name_later`].
+pub(crate) enum NameLater {
+    Native(&'static str),
+    Kept(Message),
+}
+
+impl NameLater {
+    /// The type name, as [`Message::type_name`] gives it.
+    pub(crate) fn get(&self) -> String {
+        match self {
+            NameLater::Native(rust_name) => static_bare_name(rust_name).to_owned(),
+            NameLater::Kept(m) => m.type_name(),
+        }
+    }
+}
+
 fn encode_json<T: Serialize + 'static>(
     v: &(dyn Any + Send + Sync),
     out: &mut Vec<u8>,
@@ -228,6 +244,16 @@ impl Message {
             Repr::Native { rust_name, .. } => static_bare_name(rust_name).to_owned(),
             Repr::Payload(p) => p.type_name.clone(),
             Repr::Inline { type_name, .. } => type_name.to_string(),
+        }
+    }
+
+    /// What names this message's type after the message itself has been handed over (to a
+    /// handler that may panic): a native type's static name costs nothing to keep; any other
+    /// message is kept by one reference.
+    pub(crate) fn name_later(&self) -> NameLater {
+        match &self.repr {
+            Repr::Native { rust_name, .. } => NameLater::Native(rust_name),
+            _ => NameLater::Kept(self.clone()),
         }
     }
 

@@ -1328,8 +1328,8 @@ impl Inner {
     ) -> Result<Message, Error> {
         self.ensure_agent(cell, slot).await?;
         let agent = slot.as_mut().expect("ensured");
-        // Kept (one reference count) only to name the message if the handler panics.
-        let for_panic = message.clone();
+        // Only to name the message if the handler panics (a native type's name costs nothing).
+        let for_panic = message.name_later();
         let frame = Frame {
             runtime: self.frame_id(),
             agent: cell.id.clone(),
@@ -1347,7 +1347,7 @@ impl Inner {
             Ok(r) => r,
             Err(p) => Err(Error::HandlerPanicked {
                 agent: cell.id.clone(),
-                message_type: for_panic.type_name(),
+                message_type: for_panic.get(),
                 panic: panic_text(&*p),
             }),
         }
