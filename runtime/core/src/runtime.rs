@@ -121,13 +121,13 @@ const MAX_INLINE_DEPTH: u32 = 16;
 /// A drainer yields to the scheduler after this many jobs so one busy agent cannot starve others.
 const DRAIN_BATCH: usize = 64;
 
-/// The handler currently running on this task: its agent, for wait-for edges, and its inline depth.
-#[derive(Clone)]
+/// The handler currently running on this task: its agent's cell (for wait-for edges; one
+/// reference count per delivery, where the agent's id would be two), and its inline depth.
 struct Frame {
     /// The runtime running the handler (its `Inner`'s address): a handler may also use another
     /// runtime, whose wait-for graph and agents its own agent is no part of.
     runtime: usize,
-    agent: AgentId,
+    cell: Arc<Cell>,
     depth: u32,
 }
 
@@ -137,11 +137,11 @@ impl Inner {
         Arc::as_ptr(self) as usize
     }
 
-    /// The handler frame of the running task, if it is one of this runtime's handlers.
-    fn own_frame(self: &Arc<Self>) -> Option<Frame> {
+    /// `f` of the running task's handler frame, if it is one of this runtime's handlers.
+    fn with_own_frame<R>(self: &Arc<Self>, f: impl FnOnce(&Frame) -> R) -> Option<R> {
         let me = self.frame_id();
         FRAME
-            .try_with(|f| (f.runtime == me).then(|| f.clone()))
+            .try_with(|frame| (frame.runtime == me).then(|| f(frame)))
             .ok()
             .flatten()
     }
@@ -1014,7 +1014,6 @@ impl Inner {
         recipient: AgentId,
         options: SendOptions,
     ) -> Result<Message, Error> {
-        let frame = self.own_frame();
         let cell = self.cell_for(&recipient)?;
         self.check_sender(&options.sender)?;
         // No token, nobody can cancel: nothing to watch (and nothing to allocate).
@@ -1034,16 +1033,16 @@ impl Inner {
             recipient: recipient.clone(),
             runtime: self.clone(),
         };
-        // A send from inside a handler: its agent now waits for the recipient.
-        let _edge = match &frame {
-            Some(f) => Some(self.wait_for(&f.agent, &recipient)?),
-            None => None,
-        };
+        // A send from inside a handler: its agent now waits for the recipient, one level deeper.
+        let (_edge, depth) =
+            match self.with_own_frame(|f| (self.wait_for(&f.cell.id, &recipient), f.depth + 1)) {
+                Some((edge, depth)) => (Some(edge?), depth),
+                None => (None, 0),
+            };
         let target = || Target::Agent(recipient.clone());
 
         let result = if self.running.load(Ordering::Acquire) {
             let message = self.intervene_send(message, &ctx).await?;
-            let depth = frame.as_ref().map_or(0, |f| f.depth + 1);
             self.check_queue(&recipient)?;
             self.accept();
             let mut reply = None;
@@ -1320,7 +1319,7 @@ impl Inner {
     /// Panics are caught and reported as [`Error::HandlerPanicked`].
     async fn deliver(
         self: &Arc<Self>,
-        cell: &Cell,
+        cell: &Arc<Cell>,
         slot: &mut Slot,
         message: Message,
         ctx: &MessageContext,
@@ -1332,7 +1331,7 @@ impl Inner {
         let for_panic = message.name_later();
         let frame = Frame {
             runtime: self.frame_id(),
-            agent: cell.id.clone(),
+            cell: cell.clone(),
             depth,
         };
         let span = tracing::debug_span!("warren.process", agent = %cell.id);
@@ -1361,7 +1360,10 @@ impl Inner {
     {
         // An agent asking for exclusive access to itself from inside its own handler would wait
         // for itself forever.
-        if self.own_frame().is_some_and(|f| f.agent == cell.id) {
+        if self
+            .with_own_frame(|f| Arc::ptr_eq(&f.cell, cell))
+            .unwrap_or(false)
+        {
             return Err(Error::CallCycle {
                 chain: vec![cell.id.clone(), cell.id.clone()],
             });
