@@ -118,10 +118,17 @@ impl AsRef<str> for AgentType {
 }
 
 /// One agent: a registered [`AgentType`] plus a free-form key. Printed as `type/key`.
+///
+/// Both parts sit behind one shared pointer: an id is cloned into every message context, wait
+/// edge and frame, and a clone is then one reference count (an atomic operation) instead of two,
+/// and two clones of one id compare equal without comparing strings.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AgentId {
+pub struct AgentId(Arc<AgentIdParts>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct AgentIdParts {
     agent_type: AgentType,
-    key: Arc<str>,
+    key: Box<str>,
 }
 
 impl AgentId {
@@ -132,26 +139,26 @@ impl AgentId {
 
     /// Builds an id from an already-validated type.
     pub fn from_parts(agent_type: AgentType, key: impl AsRef<str>) -> Self {
-        Self {
+        Self(Arc::new(AgentIdParts {
             agent_type,
-            key: Arc::from(key.as_ref()),
-        }
+            key: Box::from(key.as_ref()),
+        }))
     }
 
     /// The agent's type.
     pub fn agent_type(&self) -> &AgentType {
-        &self.agent_type
+        &self.0.agent_type
     }
 
     /// The agent's key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     /// `type/key` in one allocation of the right size (`to_string` goes through the formatter
     /// and grows its buffer).
     pub(crate) fn joined(&self) -> String {
-        let (t, k) = (self.agent_type.as_str(), &*self.key);
+        let (t, k) = (self.0.agent_type.as_str(), &*self.0.key);
         let mut s = String::with_capacity(t.len() + 1 + k.len());
         s.push_str(t);
         s.push('/');
@@ -164,11 +171,11 @@ impl fmt::Display for AgentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if f.width().is_none() && f.precision().is_none() {
             // Plain `type/key` (state documents print one per agent): no padding machinery.
-            f.write_str(self.agent_type.as_str())?;
+            f.write_str(self.0.agent_type.as_str())?;
             f.write_str("/")?;
-            f.write_str(&self.key)
+            f.write_str(&self.0.key)
         } else {
-            f.pad(&format!("{}/{}", self.agent_type.as_str(), self.key))
+            f.pad(&format!("{}/{}", self.0.agent_type.as_str(), self.0.key))
         }
     }
 }
@@ -192,11 +199,15 @@ impl FromStr for AgentId {
     }
 }
 
-/// A topic: a validated type plus a free-form source. Printed as `type/source`.
+/// A topic: a validated type plus a free-form source. Printed as `type/source`. (One shared
+/// pointer, like [`AgentId`]: a publish clones its topic into every recipient's context.)
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicId {
-    topic_type: Arc<str>,
-    source: Arc<str>,
+pub struct TopicId(Arc<TopicIdParts>);
+
+#[derive(PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct TopicIdParts {
+    topic_type: Box<str>,
+    source: Box<str>,
 }
 
 /// The topic type used by [`TopicId::default_topic`] and default subscriptions.
@@ -211,35 +222,35 @@ impl TopicId {
                 value: t.to_owned(),
             });
         }
-        Ok(Self {
-            topic_type: Arc::from(t),
-            source: Arc::from(source.as_ref()),
-        })
+        Ok(Self(Arc::new(TopicIdParts {
+            topic_type: Box::from(t),
+            source: Box::from(source.as_ref()),
+        })))
     }
 
     /// AutoGen's `DefaultTopicId()` outside a handler: `default/default`. Inside a handler use
     /// [`crate::MessageContext::default_topic`], whose source is the handling agent's key.
     pub fn default_topic() -> Self {
-        Self {
-            topic_type: Arc::from(DEFAULT_TOPIC_TYPE),
-            source: Arc::from("default"),
-        }
+        Self(Arc::new(TopicIdParts {
+            topic_type: Box::from(DEFAULT_TOPIC_TYPE),
+            source: Box::from("default"),
+        }))
     }
 
     /// The topic type.
     pub fn topic_type(&self) -> &str {
-        &self.topic_type
+        &self.0.topic_type
     }
 
     /// The topic source.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 }
 
 impl fmt::Display for TopicId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.topic_type, self.source)
+        write!(f, "{}/{}", self.0.topic_type, self.0.source)
     }
 }
 
