@@ -848,7 +848,7 @@ pub mod __private {
         })
     }
 
-    /// Slot `agent`, grown into (empty) if the host gave it out since the last call.
+    /// Grows `agents` to hold slot `agent` (empty), unless the jump is implausibly far.
     #[cold]
     fn grow<A>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<(), String> {
         let i = agent as usize;
@@ -862,13 +862,18 @@ pub mod __private {
         Ok(())
     }
 
-    /// The agent in slot `agent`, created (`Default`, then `init`) on its first call.
-    fn agent_in<A: Agent>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut A, String> {
+    /// Slot `agent`, grown into (empty) if the host gave it out since the last call.
+    fn slot<A>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut Option<A>, String> {
         let i = agent as usize;
         if i >= agents.len() {
             grow(agents, agent)?;
         }
-        Ok(agents[i].get_or_insert_with(new_agent))
+        Ok(&mut agents[i])
+    }
+
+    /// The agent in slot `agent`, created (`Default`, then `init`) on its first call.
+    fn agent_in<A: Agent>(agents: &mut Vec<Option<A>>, agent: u32) -> Result<&mut A, String> {
+        Ok(slot(agents, agent)?.get_or_insert_with(new_agent))
     }
 
     #[cold]
@@ -901,10 +906,7 @@ pub mod __private {
         let loaded: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
         // Replaces the agent without building (and `init`ing) a default one first.
         with_instance(key, |live| {
-            if agent as usize >= live.agents.len() {
-                grow(&mut live.agents, agent)?;
-            }
-            live.agents[agent as usize] = Some(loaded);
+            *slot(&mut live.agents, agent)? = Some(loaded);
             Ok(())
         })
     }

@@ -251,13 +251,11 @@ pub(crate) struct StoreState {
 
 impl StoreState {
     /// Makes `agent` the one the instance runs for: its `self-id`, its log lines' tag. A shared
-    /// instance switches before each call for another agent than the last.
+    /// instance switches before a call for another slot than the last.
     pub(crate) fn switch_agent(&mut self, agent: &warren_core::AgentId) {
-        if self.agent != *agent {
-            self.agent = agent.clone();
-            self.stdout.set_agent(agent);
-            self.stderr.set_agent(agent);
-        }
+        self.agent = agent.clone();
+        self.stdout.set_agent(agent);
+        self.stderr.set_agent(agent);
     }
 }
 
@@ -492,8 +490,9 @@ pub(crate) enum Pre {
     Sync(sync_world::PluginPre<StoreState>),
 }
 
-/// Whether a component imports the host function `name` (of `warren:agent/host`).
-fn imports_host_fn(component: &Component, engine: &Engine, name: &str) -> bool {
+/// Whether a component imports a function of `warren:agent/host` that `wanted` picks (or imports
+/// that interface as something the host cannot look into, which then counts as yes).
+fn imports_host_fn(component: &Component, engine: &Engine, wanted: impl Fn(&str) -> bool) -> bool {
     component
         .component_type()
         .imports(engine)
@@ -501,9 +500,9 @@ fn imports_host_fn(component: &Component, engine: &Engine, name: &str) -> bool {
             import.split('@').next() == Some("warren:agent/host")
                 && match item.ty {
                     ComponentItem::ComponentInstance(host) => {
-                        host.exports(engine).any(|(f, _)| f == name)
+                        host.exports(engine).any(|(f, _)| wanted(f))
                     }
-                    _ => false,
+                    _ => true,
                 }
         })
 }
@@ -512,22 +511,10 @@ fn imports_host_fn(component: &Component, engine: &Engine, name: &str) -> bool {
 /// another agent), or any file or socket operation. Everything else a plugin may import has a
 /// synchronous definition on the sync linker.
 fn needs_async(component: &Component, engine: &Engine) -> bool {
-    component
-        .component_type()
-        .imports(engine)
-        .any(
-            |(name, item)| match name.split('@').next().unwrap_or(name) {
-                "warren:agent/host" => match item.ty {
-                    ComponentItem::ComponentInstance(host) => host
-                        .exports(engine)
-                        .any(|(f, _)| f == "send" || f == "publish"),
-                    _ => true,
-                },
-                other => {
-                    other.starts_with("wasi:filesystem/") || other.starts_with("wasi:sockets/")
-                }
-            },
-        )
+    imports_host_fn(component, engine, |f| f == "send" || f == "publish")
+        || component.component_type().imports(engine).any(|(name, _)| {
+            name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/")
+        })
 }
 
 /// What every instance of one plugin shares.
@@ -792,7 +779,7 @@ impl WasmHost {
             live: Default::default(),
             tenant_live,
             types: Default::default(),
-            asks_context: imports_host_fn(&component, engine, "context"),
+            asks_context: imports_host_fn(&component, engine, |f| f == "context"),
         });
         // A probe instance: proves the component starts, and asks what it handles.
         let probe_id = warren_core::AgentId::from_parts(manifest.agent_type(), "warren-probe");

@@ -79,9 +79,10 @@ pub(crate) struct Instance {
 /// wait share instances, so the lock is held for one synchronous call at a time and never while
 /// an agent waits for another.
 pub(crate) struct Shard {
-    /// An async mutex that is two atomic operations when nobody else holds it (tokio's costs a
-    /// semaphore acquire and release plus a cooperative-budget check, 300 instructions per call
-    /// more, which the fan-out benchmark's 100 one-agent instances paid on every delivery).
+    /// An async mutex that is two atomic operations when nobody else holds it. (tokio's costs a
+    /// semaphore acquire and release, 300 instructions per call more, and counts against the
+    /// cooperative budget: rpc_concurrent's 100 agents in one instance made the runtime's task
+    /// yield every 128 messages and ran at 80k/s instead of 550k/s.)
     instance: futures_util::lock::Mutex<Instance>,
 }
 
@@ -136,14 +137,7 @@ macro_rules! instance {
         match &mut $home {
             Home::Own(i) => (i, 0),
             Home::Shared { shard, slot } => {
-                // Held for one synchronous call at a time, so waiting is short. (Not a lock that
-                // counts against tokio's cooperative budget: with one, rpc_concurrent's 100
-                // agents in one instance made the runtime's task yield every 128 messages and
-                // ran at 80k/s instead of 550k/s.)
-                $guard = match shard.instance.try_lock() {
-                    Some(g) => g,
-                    None => shard.instance.lock().await,
-                };
+                $guard = shard.instance.lock().await;
                 (&mut *$guard, *slot)
             }
         }

@@ -841,8 +841,8 @@ struct WaitEdge<'a> {
 impl Drop for WaitEdge<'_> {
     fn drop(&mut self) {
         let mut g = self.inner.waits.lock();
-        // One lookup (the key is a clone of two shared strings): most edges are the only one of
-        // their agent, and their entry goes with them.
+        // One lookup (the key costs a reference count): most edges are the only one of their
+        // agent, and their entry goes with them.
         if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from.clone()) {
             let v = e.get_mut();
             if let Some(i) = v.iter().position(|x| *x == self.to) {
