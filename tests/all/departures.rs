@@ -485,3 +485,38 @@ async fn a_runtime_wide_queue_quota_bounds_every_mailbox_together() {
     within(rt.stop_when_idle()).await.unwrap();
     assert_eq!(log.lock().len(), 3);
 }
+
+#[tokio::test]
+async fn a_publish_to_more_recipients_than_the_queue_quota_leaves_reaches_the_first_ones() {
+    let rt = AgentRuntime::builder()
+        .max_queued(3)
+        .ignore_unhandled_exceptions(false)
+        .build();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for t in ["s1", "s2", "s3", "s4", "s5"] {
+        let l = log.clone();
+        rt.register_routed(t, move |_| Sleeper(l.clone()))
+            .await
+            .unwrap();
+        rt.add_subscription(Subscription::type_subscription(
+            "t",
+            AgentType::new(t).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+    rt.start().unwrap();
+    // One publish, five recipients, room for three waiting messages: the quota is counted
+    // recipient by recipient, so three are queued and two refused.
+    rt.publish(Nap(0, "p".into()), &TopicId::new("t", "k").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rt.unprocessed_messages_count(), 3);
+    let e = within(rt.stop_when_idle()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::LimitExceeded { limit: "queue", .. }),
+        "{e}"
+    );
+    assert_eq!(log.lock().len(), 3);
+    assert_eq!(rt.unprocessed_messages_count(), 0);
+}

@@ -875,13 +875,17 @@ impl Inner {
     /// Refuses a new waiting message when the runtime-wide quota is used up.
     fn check_queue(&self, agent: &AgentId) -> Result<(), Error> {
         if self.queued.load(Ordering::Relaxed) >= self.max_queued {
-            return Err(Error::LimitExceeded {
-                agent: agent.clone(),
-                limit: "queue",
-                value: format!("{} waiting messages in this runtime", self.max_queued),
-            });
+            return Err(self.queue_full(agent));
         }
         Ok(())
+    }
+
+    fn queue_full(&self, agent: &AgentId) -> Error {
+        Error::LimitExceeded {
+            agent: agent.clone(),
+            limit: "queue",
+            value: format!("{} waiting messages in this runtime", self.max_queued),
+        }
     }
 
     /// The cell of `id`, created (empty) on first use. Unknown types and unknown instance keys are
@@ -977,7 +981,12 @@ impl Inner {
     }
 
     fn done(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1
+        self.done_n(1);
+    }
+
+    /// `n` accepted messages are finished (handled, refused or dropped).
+    fn done_n(&self, n: usize) {
+        if self.outstanding.fetch_sub(n, Ordering::SeqCst) == n
             && self.idle_waiters.load(Ordering::SeqCst) > 0
         {
             self.idle.notify_waiters();
@@ -1213,6 +1222,7 @@ impl Inner {
 
     async fn drain(self: Arc<Self>, cell: Arc<Cell>, mut slot: Slot) {
         let mut n = 0usize;
+        let mut finished = Finished { inner: &self, n: 0 };
         while let Some(job) = cell.next_job(&mut slot) {
             match job {
                 Job::Deliver(d) => {
@@ -1224,19 +1234,23 @@ impl Inner {
                     } = *d;
                     let r = self.deliver(&cell, &mut slot, message, &ctx, 0).await;
                     let _ = reply.send(ctx.reply(r));
-                    self.done();
+                    finished.n += 1;
                 }
                 Job::Publish(p) => {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     let (message, ctx) = p.open(cell.id.clone(), self.clone());
                     let r = self.deliver(&cell, &mut slot, message, &ctx, 0).await;
                     self.publish_outcome(&ctx, r);
-                    self.done();
+                    finished.n += 1;
                 }
-                Job::Control(f) => f(&mut slot).await,
+                Job::Control(f) => {
+                    finished.report();
+                    f(&mut slot).await
+                }
             }
             n += 1;
             if n.is_multiple_of(DRAIN_BATCH) {
+                finished.report();
                 tokio::task::yield_now().await;
             }
         }
@@ -1569,32 +1583,82 @@ impl Inner {
             token,
             message_id,
         });
-        for r in recipients.iter() {
-            if published.sender.as_ref() == Some(r) {
-                continue;
-            }
+        let sender = published.sender.as_ref();
+        let expected = recipients.iter().filter(|r| Some(*r) != sender).count();
+        if expected == 0 {
+            return;
+        }
+        // Counted once for the whole publish (two atomic operations instead of two per
+        // recipient); what is not queued after all is given back below.
+        self.outstanding.fetch_add(expected, Ordering::SeqCst);
+        let already = self.queued.fetch_add(expected, Ordering::SeqCst);
+        // The recipients' cells under one read lock (the new ones are made after it).
+        let cells: smallvec::SmallVec<[Option<Arc<Cell>>; 16]> = {
+            let agents = self.agents.read();
+            recipients
+                .iter()
+                .filter(|r| Some(*r) != sender)
+                .map(|r| agents.get(r).cloned())
+                .collect()
+        };
+        let mut refused = 0;
+        for (i, (r, cell)) in recipients
+            .iter()
+            .filter(|r| Some(*r) != sender)
+            .zip(cells)
+            .enumerate()
+        {
             let topic = &published.topic;
-            let cell = match self
-                .cell_for(r)
-                .and_then(|c| self.check_queue(r).map(|()| c))
-            {
+            // The runtime-wide quota, as if each recipient had been counted in turn.
+            let cell = match cell.map_or_else(|| self.cell_for(r), Ok).and_then(|c| {
+                match already.saturating_add(i) >= self.max_queued {
+                    true => Err(self.queue_full(r)),
+                    false => Ok(c),
+                }
+            }) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
                     self.record_background(e);
+                    refused += 1;
                     continue;
                 }
             };
-            self.accept();
-            self.queued.fetch_add(1, Ordering::SeqCst);
-            if let Err(refused) = self.queue_job(&cell, Job::Publish(published.clone())) {
-                let (_, e) = *refused;
-                self.queued.fetch_sub(1, Ordering::SeqCst);
-                self.done();
+            if let Err(refusal) = self.queue_job(&cell, Job::Publish(published.clone())) {
+                let (_, e) = *refusal;
                 tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
                 self.record_background(e);
+                refused += 1;
             }
         }
+        if refused > 0 {
+            self.queued.fetch_sub(refused, Ordering::SeqCst);
+            self.done_n(refused);
+        }
+    }
+}
+
+/// Messages a drain loop has finished, reported as done (for idleness) in one go: before the
+/// loop yields, runs a control job or ends (also if its task is dropped). While the loop holds
+/// unreported messages it is itself busy, so the runtime cannot be idle meanwhile anyway.
+/// (The waiting-message count is kept exact: a message leaves it when its handler starts.)
+struct Finished<'a> {
+    inner: &'a Inner,
+    n: usize,
+}
+
+impl Finished<'_> {
+    fn report(&mut self) {
+        if self.n > 0 {
+            self.inner.done_n(self.n);
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.report();
     }
 }
 
