@@ -198,7 +198,8 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     idle_waiters: AtomicUsize,
     idle: Notify,
-    waits: Mutex<FastMap<AgentId, smallvec::SmallVec<[AgentId; 1]>>>,
+    /// The wait-for graph: by the waiting agent's cell (its address), whom it waits for.
+    waits: Mutex<FastMap<usize, Waiting>>,
     next_seq: AtomicU64,
     /// Default mailbox capacity, and per-type overrides.
     mailbox_capacity: usize,
@@ -832,23 +833,33 @@ impl AgentRuntime {
 }
 
 /// Removes a wait-for edge when the send that created it completes (or is dropped).
+/// An agent's outgoing edges in the wait-for graph. Agents are known by their cell's address
+/// (both cells outlive the edge: the waiting handler holds its own, the send the recipient's), so
+/// an edge costs no reference counts beyond the ids kept to name a cycle.
+struct Waiting {
+    id: AgentId,
+    on: smallvec::SmallVec<[(usize, AgentId); 1]>,
+}
+
+fn cell_key(cell: &Arc<Cell>) -> usize {
+    Arc::as_ptr(cell) as usize
+}
+
 struct WaitEdge<'a> {
     inner: &'a Inner,
-    from: AgentId,
-    to: AgentId,
+    from: usize,
+    to: usize,
 }
 
 impl Drop for WaitEdge<'_> {
     fn drop(&mut self) {
         let mut g = self.inner.waits.lock();
-        // One lookup (the key costs a reference count): most edges are the only one of their
-        // agent, and their entry goes with them.
-        if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from.clone()) {
-            let v = e.get_mut();
-            if let Some(i) = v.iter().position(|x| *x == self.to) {
-                v.swap_remove(i);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from) {
+            let on = &mut e.get_mut().on;
+            if let Some(i) = on.iter().position(|(x, _)| *x == self.to) {
+                on.swap_remove(i);
             }
-            if v.is_empty() {
+            if on.is_empty() {
                 e.remove();
             }
         }
@@ -919,8 +930,11 @@ impl Inner {
         Ok(cell.clone())
     }
 
-    fn check_sender(&self, sender: &Option<AgentId>) -> Result<(), Error> {
+    /// Refuses a sender whose type is not registered. (A handler sending as its own agent is
+    /// known without looking: types are never unregistered.)
+    fn check_sender(self: &Arc<Self>, sender: &Option<AgentId>) -> Result<(), Error> {
         if let Some(s) = sender
+            && self.with_own_frame(|f| f.cell.id == *s) != Some(true)
             && !self.types.read().contains_key(s.agent_type())
         {
             return Err(Error::UnknownAgentType {
@@ -931,48 +945,57 @@ impl Inner {
     }
 
     /// Records that `from` waits for `to`, unless that closes a cycle in the wait-for graph.
-    fn wait_for<'a>(&'a self, from: &AgentId, to: &AgentId) -> Result<WaitEdge<'a>, Error> {
-        let mut g = self.waits.lock();
-        if from == to {
+    fn wait_for<'a>(&'a self, from: &Arc<Cell>, to: &Arc<Cell>) -> Result<WaitEdge<'a>, Error> {
+        let (f, t) = (cell_key(from), cell_key(to));
+        if f == t {
             return Err(Error::CallCycle {
-                chain: vec![from.clone(), to.clone()],
+                chain: vec![from.id.clone(), to.id.clone()],
             });
         }
+        let mut g = self.waits.lock();
         // Is there a path to -> ... -> from? Then `from` waiting for `to` closes a cycle. (Only
         // if `to` waits for someone itself: a nested send's recipient usually does not.)
-        {
-            let mut parent: HashMap<&AgentId, &AgentId> = HashMap::new();
-            let mut stack: smallvec::SmallVec<[&AgentId; 8]> = smallvec::smallvec![];
-            if g.contains_key(to) {
-                stack.push(to);
-            }
+        if g.contains_key(&t) {
+            let mut parent: FastMap<usize, usize> = FastMap::default();
+            let mut stack: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![t];
             while let Some(n) = stack.pop() {
-                if n == from {
-                    let mut path = vec![from.clone()];
-                    let mut cur = from;
-                    while cur != to {
-                        cur = parent[cur];
-                        path.push(cur.clone());
+                if n == f {
+                    // Every agent on the path but `from` waits for the next one: it is in `g`.
+                    let id = |k: usize| match k == f {
+                        true => from.id.clone(),
+                        false => g[&k].id.clone(),
+                    };
+                    let mut path = vec![id(f)];
+                    let mut cur = f;
+                    while cur != t {
+                        cur = parent[&cur];
+                        path.push(id(cur));
                     }
                     path.reverse();
-                    path.push(to.clone());
+                    path.push(to.id.clone());
                     return Err(Error::CallCycle { chain: path });
                 }
-                if let Some(next) = g.get(n) {
-                    for m in next {
-                        if m != to && !parent.contains_key(m) {
-                            parent.insert(m, n);
-                            stack.push(m);
+                if let Some(w) = g.get(&n) {
+                    for (m, _) in &w.on {
+                        if *m != t && !parent.contains_key(m) {
+                            parent.insert(*m, n);
+                            stack.push(*m);
                         }
                     }
                 }
             }
         }
-        g.entry(from.clone()).or_default().push(to.clone());
+        g.entry(f)
+            .or_insert_with(|| Waiting {
+                id: from.id.clone(),
+                on: smallvec::SmallVec::new(),
+            })
+            .on
+            .push((t, to.id.clone()));
         Ok(WaitEdge {
             inner: self,
-            from: from.clone(),
-            to: to.clone(),
+            from: f,
+            to: t,
         })
     }
 
@@ -1044,7 +1067,7 @@ impl Inner {
         };
         // A send from inside a handler: its agent now waits for the recipient, one level deeper.
         let (_edge, depth) =
-            match self.with_own_frame(|f| (self.wait_for(&f.cell.id, &recipient), f.depth + 1)) {
+            match self.with_own_frame(|f| (self.wait_for(&f.cell, &cell), f.depth + 1)) {
                 Some((edge, depth)) => (Some(edge?), depth),
                 None => (None, 0),
             };
@@ -1068,7 +1091,6 @@ impl Inner {
             match claim {
                 Claim::Owned(slot) => {
                     let inner = self.clone();
-                    let cell = cell.clone();
                     let fut = Detach::new(async move {
                         let mut slot = slot;
                         let r = inner.deliver(&cell, &mut slot, message, &ctx, depth).await;
