@@ -99,14 +99,15 @@ pub struct MessageContext {
     pub(crate) token: Option<CancellationToken>,
     /// The token handed out when the caller gave none, made on first use.
     pub(crate) own_token: std::sync::OnceLock<CancellationToken>,
-    pub(crate) recipient: AgentId,
+    /// The recipient's cell (its id is the recipient's).
+    pub(crate) cell: Arc<crate::cell::Cell>,
     pub(crate) runtime: Arc<Inner>,
 }
 
 impl std::fmt::Debug for MessageContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageContext")
-            .field("recipient", &self.recipient)
+            .field("recipient", self.recipient())
             .field("sender", &self.sender)
             .field("topic_id", &self.topic_id)
             .field("is_rpc", &self.is_rpc)
@@ -132,7 +133,7 @@ impl MessageContext {
     pub(crate) fn reply(&self, result: Result<Message, Error>) -> Result<Message, Error> {
         if self.token.is_none() && self.own_token.get().is_some_and(|t| t.is_cancelled()) {
             return Err(Error::Cancelled {
-                target: Target::Agent(self.recipient.clone()),
+                target: Target::Agent(self.recipient().clone()),
             });
         }
         result
@@ -140,7 +141,11 @@ impl MessageContext {
 
     /// The agent handling this message.
     pub fn agent_id(&self) -> &AgentId {
-        &self.recipient
+        &self.cell.id
+    }
+
+    pub(crate) fn recipient(&self) -> &AgentId {
+        &self.cell.id
     }
 
     /// The runtime.
@@ -150,7 +155,7 @@ impl MessageContext {
 
     /// AutoGen's `DefaultTopicId()` inside a handler: topic type `default`, source = this agent's key.
     pub fn default_topic(&self) -> TopicId {
-        TopicId::new(DEFAULT_TOPIC_TYPE, self.recipient.key())
+        TopicId::new(DEFAULT_TOPIC_TYPE, self.recipient().key())
             .expect("the default topic type is valid")
     }
 
@@ -165,7 +170,7 @@ impl MessageContext {
                 message,
                 recipient,
                 SendOptions {
-                    sender: Some(self.recipient.clone()),
+                    sender: Some(self.recipient().clone()),
                     ..Default::default()
                 },
             )
@@ -193,7 +198,7 @@ impl MessageContext {
                 message,
                 topic,
                 PublishOptions {
-                    sender: Some(self.recipient.clone()),
+                    sender: Some(self.recipient().clone()),
                     ..Default::default()
                 },
             )

@@ -67,7 +67,7 @@ impl Published {
     /// native value that no other recipient holds any more is handed over, not copied.
     pub(crate) fn open(
         self: Arc<Self>,
-        recipient: AgentId,
+        cell: Arc<Cell>,
         runtime: Arc<Inner>,
     ) -> (Message, MessageContext) {
         let p = match Arc::try_unwrap(self) {
@@ -87,7 +87,7 @@ impl Published {
             token: p.token,
             own_token: Default::default(),
             message_id: p.message_id,
-            recipient,
+            cell,
             runtime,
         };
         (p.message, ctx)
@@ -290,13 +290,27 @@ mod tests {
         })
     }
 
+    fn cell(key: &str) -> Arc<Cell> {
+        let entry = Arc::new(crate::runtime::TypeEntry::Instances {
+            rust_type: std::any::TypeId::of::<()>(),
+            rust_name: "()",
+        });
+        Arc::new(Cell::new(
+            AgentId::new("sub", key).unwrap(),
+            0,
+            entry,
+            1,
+            None,
+        ))
+    }
+
     #[test]
     fn each_recipient_gets_its_own_context_and_the_last_one_takes_the_message() {
         let inner = AgentRuntime::new().inner_for_tests();
         let p = published(Message::new(41_i64));
         let first = p.clone();
-        let (m1, c1) = first.open(AgentId::new("sub", "a").unwrap(), inner.clone());
-        assert_eq!(c1.recipient, AgentId::new("sub", "a").unwrap());
+        let (m1, c1) = first.open(cell("a"), inner.clone());
+        assert_eq!(*c1.agent_id(), AgentId::new("sub", "a").unwrap());
         assert_eq!(c1.sender, Some(AgentId::new("pub", "1").unwrap()));
         assert_eq!(c1.topic_id, Some(TopicId::new("news", "s").unwrap()));
         assert_eq!(c1.message_id, MessageId::new("m-1"));
@@ -304,8 +318,8 @@ mod tests {
         // `m1` is a copy (the publish is still shared): both hold the value.
         assert_eq!(m1.native_refs(), Some(2));
         drop(m1);
-        let (m2, c2) = p.open(AgentId::new("sub", "b").unwrap(), inner);
-        assert_eq!(c2.recipient, AgentId::new("sub", "b").unwrap());
+        let (m2, c2) = p.open(cell("b"), inner);
+        assert_eq!(*c2.agent_id(), AgentId::new("sub", "b").unwrap());
         // The last recipient holds the only reference: a native value is moved, not copied.
         assert_eq!(m2.native_refs(), Some(1));
         assert_eq!(m2.decode::<i64>().unwrap(), 41);

@@ -162,7 +162,6 @@ enum RunState {
 enum Envelope {
     Send {
         message: Message,
-        cell: Arc<Cell>,
         ctx: MessageContext,
         reply: oneshot::Sender<Result<Message, Error>>,
     },
@@ -773,7 +772,7 @@ impl AgentRuntime {
         let span = tracing::debug_span!("warren.send", recipient = %recipient);
         // Boxed: the send's state is over a kilobyte, and callers that keep thousands of sends in
         // flight (a `join_all`) would otherwise move all of it around.
-        let fut = Box::pin(self.inner.clone().send(message, recipient, options));
+        let fut = Box::pin(self.inner.send(message, recipient, options));
         // A disabled span costs nothing to create; skipping the wrapper saves a poll layer.
         if span.is_disabled() {
             fut.await
@@ -1041,7 +1040,7 @@ impl Inner {
     }
 
     async fn send(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         message: Message,
         recipient: AgentId,
         options: SendOptions,
@@ -1062,12 +1061,12 @@ impl Inner {
             message_id: options.message_id.unwrap_or_else(MessageId::generate),
             token: token.clone(),
             own_token: Default::default(),
-            recipient: recipient.clone(),
+            cell,
             runtime: self.clone(),
         };
         // A send from inside a handler: its agent now waits for the recipient, one level deeper.
         let (_edge, depth) =
-            match self.with_own_frame(|f| (self.wait_for(&f.cell, &cell), f.depth + 1)) {
+            match self.with_own_frame(|f| (self.wait_for(&f.cell, &ctx.cell), f.depth + 1)) {
                 Some((edge, depth)) => (Some(edge?), depth),
                 None => (None, 0),
             };
@@ -1078,7 +1077,7 @@ impl Inner {
             self.check_queue(&recipient)?;
             self.accept();
             let mut reply = None;
-            let claim = cell.offer(depth < MAX_INLINE_DEPTH, true, || {
+            let claim = ctx.cell.offer(depth < MAX_INLINE_DEPTH, true, || {
                 let (tx, rx) = oneshot::channel();
                 reply = Some(rx);
                 self.queued.fetch_add(1, Ordering::SeqCst);
@@ -1093,10 +1092,12 @@ impl Inner {
                     let inner = self.clone();
                     let fut = Detach::new(async move {
                         let mut slot = slot;
-                        let r = inner.deliver(&cell, &mut slot, message, &ctx, depth).await;
+                        let r = inner
+                            .deliver(&ctx.cell, &mut slot, message, &ctx, depth)
+                            .await;
                         let r = ctx.reply(r);
                         inner.done();
-                        inner.release(&cell, slot);
+                        inner.release(&ctx.cell, slot);
                         r
                     });
                     match &token {
@@ -1110,12 +1111,12 @@ impl Inner {
                 }
                 Claim::Queued => self.await_reply(reply, &token, target).await,
                 Claim::QueuedIdle(slot) => {
-                    self.spawn_drain(cell.clone(), slot);
+                    self.spawn_drain(ctx.cell.clone(), slot);
                     self.await_reply(reply, &token, target).await
                 }
                 Claim::Full => {
                     self.done();
-                    Err(self.mailbox_full(&cell))
+                    Err(self.mailbox_full(&ctx.cell))
                 }
             }
         } else {
@@ -1124,7 +1125,6 @@ impl Inner {
             let (tx, rx) = oneshot::channel();
             self.enqueue(Envelope::Send {
                 message,
-                cell,
                 ctx,
                 reply: tx,
             });
@@ -1172,13 +1172,13 @@ impl Inner {
         match env {
             Envelope::Send {
                 message,
-                cell,
                 ctx,
                 reply,
             } => match self.intervene_send(message, &ctx).await {
                 Ok(message) => {
                     self.accept();
                     self.queued.fetch_add(1, Ordering::SeqCst);
+                    let cell = ctx.cell.clone();
                     let job = Job::Deliver(Box::new(Delivery {
                         message,
                         ctx,
@@ -1260,7 +1260,7 @@ impl Inner {
                 }
                 Job::Publish(p) => {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    let (message, ctx) = p.open(cell.id.clone(), self.clone());
+                    let (message, ctx) = p.open(cell.clone(), self.clone());
                     let r = self.deliver(&cell, &mut slot, message, &ctx, 0).await;
                     self.publish_outcome(&ctx, r);
                     finished.n += 1;
@@ -1288,7 +1288,7 @@ impl Inner {
                 tracing::info!(agent = %agent, message_type, "unhandled message");
             }
             Err(e) => {
-                tracing::error!(agent = %ctx.recipient, error = %e, "error processing publish message");
+                tracing::error!(agent = %ctx.recipient(), error = %e, "error processing publish message");
                 self.record_background(e);
             }
         }
@@ -1461,13 +1461,13 @@ impl Inner {
         mut message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let target = || Target::Agent(ctx.recipient.clone());
+        let target = || Target::Agent(ctx.recipient().clone());
         for h in &self.interventions {
             let type_name = message.type_name();
-            match h.on_send(message, ctx, &ctx.recipient).await {
+            match h.on_send(message, ctx, ctx.recipient()).await {
                 Ok(Intervention::Forward(m)) => message = m,
                 Ok(Intervention::Drop) => {
-                    tracing::info!(recipient = %ctx.recipient, message_type = type_name, "message dropped by intervention handler");
+                    tracing::info!(recipient = %ctx.recipient(), message_type = type_name, "message dropped by intervention handler");
                     return Err(Error::MessageDropped {
                         stage: InterventionStage::Send,
                         target: target(),
@@ -1981,7 +1981,7 @@ fn fail_envelope(env: Envelope) {
     match env {
         Envelope::Send { reply, ctx, .. } => {
             let _ = reply.send(Err(Error::Stopped {
-                target: Target::Agent(ctx.recipient),
+                target: Target::Agent(ctx.cell.id.clone()),
             }));
         }
         Envelope::Publish { topic, message, .. } => {
