@@ -391,7 +391,7 @@ impl Agent for WasmAgent {
     ) -> Result<Message, Error> {
         let me = &mut self.me;
         let message = bindings::encoding(|buf| {
-            let encoded = ctx.runtime().encode(&message, buf)?;
+            let encoded = ctx.encode(&message, buf)?;
             me.check_size(encoded.data.len())?;
             Ok::<_, Error>(bindings::to_wit_message(encoded, me.shared.types()))
         })?;

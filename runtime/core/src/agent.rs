@@ -148,6 +148,16 @@ impl MessageContext {
         &self.cell.id
     }
 
+    /// The message's wire form with the runtime's serializers: what
+    /// `ctx.runtime().encode(message, buf)` gives, without making a runtime handle.
+    pub fn encode<'a>(
+        &self,
+        message: &'a Message,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<crate::Encoded<'a>, Error> {
+        self.runtime.encode(message, buf)
+    }
+
     /// The runtime.
     pub fn runtime(&self) -> AgentRuntime {
         AgentRuntime::from_inner(self.runtime.clone())

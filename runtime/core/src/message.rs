@@ -425,6 +425,30 @@ impl Message {
     /// The message's wire form like [`Message::to_payload`], but borrowed: a payload's own
     /// fields, a native value's static type name, and its JSON written into `buf` (cleared
     /// first). A serializer from `registry` makes its own bytes.
+    /// The wire form when no serializer needs consulting: a message that is bytes already, or
+    /// a native value whose shared encoding an earlier recipient made (with the registry).
+    pub(crate) fn encoded(&self) -> Option<Encoded<'_>> {
+        if let Some((name, content_type, data)) = self.bytes() {
+            return Some(Encoded {
+                type_name: Cow::Borrowed(name),
+                content_type: Cow::Borrowed(content_type),
+                data: Cow::Borrowed(data),
+            });
+        }
+        match &self.repr {
+            Repr::Native {
+                rust_name,
+                json: Some(cell),
+                ..
+            } => cell.get().map(|data| Encoded {
+                type_name: Cow::Borrowed(static_bare_name(rust_name)),
+                content_type: Cow::Borrowed(JSON),
+                data: Cow::Borrowed(data),
+            }),
+            _ => None,
+        }
+    }
+
     pub fn encode<'a>(
         &'a self,
         registry: Option<&SerializerRegistry>,
@@ -717,6 +741,9 @@ mod tests {
         let mut m = Message::new(Counted(&ENCODED));
         m.share_encoding();
         let clones = [m.clone(), m.clone(), m];
+        // Until a first consumer encodes it, the registry must be asked (it may hold a
+        // serializer for the type); afterwards every clone has its bytes without asking.
+        assert!(clones[1].encoded().is_none());
         for c in &clones {
             let mut buf = vec![b'x'; 4];
             let e = c.encode(None, &mut buf).unwrap();
@@ -724,14 +751,23 @@ mod tests {
             assert_eq!(c.to_payload(None).unwrap().data, b"7");
         }
         assert_eq!(ENCODED.load(Ordering::SeqCst), 1);
+        let e = clones[2].encoded().expect("encoded by the first clone");
+        assert_eq!(
+            (&*e.type_name, &*e.content_type, &*e.data),
+            ("Counted", JSON, &b"7"[..])
+        );
         // Without it, every consumer encodes for itself (into its own buffer).
         static APART: AtomicUsize = AtomicUsize::new(0);
         let m = Message::new(Counted(&APART));
         for c in [m.clone(), m] {
             let mut buf = Vec::new();
             assert_eq!(&*c.encode(None, &mut buf).unwrap().data, b"7");
+            assert!(c.encoded().is_none(), "nothing kept to share");
         }
         assert_eq!(APART.load(Ordering::SeqCst), 2);
+        // Bytes are their own wire form.
+        let b = Message::from_json(Arc::from("Ping"), br#"{"i":1}"#);
+        assert_eq!(&*b.encoded().unwrap().data, br#"{"i":1}"#);
     }
 
     #[test]

@@ -614,7 +614,7 @@ impl AgentRuntime {
         message: &'a Message,
         buf: &'a mut Vec<u8>,
     ) -> Result<crate::Encoded<'a>, Error> {
-        message.encode(Some(&self.inner.serializers.read()), buf)
+        self.inner.encode(message, buf)
     }
 
     /// Decodes a payload with the serializer registered for its (type name, content type).
@@ -866,6 +866,19 @@ impl Drop for WaitEdge<'_> {
 }
 
 impl Inner {
+    /// See [`AgentRuntime::encode`]. The serializers are locked only for a native value not
+    /// encoded yet (most messages reaching a wasm agent are bytes already).
+    pub(crate) fn encode<'a>(
+        &self,
+        message: &'a Message,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<crate::Encoded<'a>, Error> {
+        match message.encoded() {
+            Some(e) => Ok(e),
+            None => message.encode(Some(&self.serializers.read()), buf),
+        }
+    }
+
     fn capacity_for(&self, t: &AgentType) -> usize {
         self.mailbox_overrides
             .read()
