@@ -1644,9 +1644,10 @@ impl Inner {
             .enumerate()
         {
             let topic = &published.topic;
-            // The runtime-wide quota, as if each recipient had been counted in turn.
+            // The runtime-wide quota, as if each recipient had been counted in turn (those
+            // refused so far do not count).
             let cell = match cell.map_or_else(|| self.cell_for(r), Ok).and_then(|c| {
-                match already.saturating_add(i) >= self.max_queued {
+                match already.saturating_add(i - refused) >= self.max_queued {
                     true => Err(self.queue_full(r)),
                     false => Ok(c),
                 }
