@@ -460,20 +460,28 @@ async fn a_full_mailbox_refuses_at_once_instead_of_growing() {
         .unwrap();
 }
 
+/// Registers a `Sleeper` type for each of `types`, logging into `log`, each subscribed to topic
+/// type `t`.
+async fn sleepers_on_topic_t(rt: &AgentRuntime, types: &[&str], log: &Arc<Mutex<Vec<String>>>) {
+    for t in types {
+        let l = log.clone();
+        rt.register_routed(*t, move |_| Sleeper(l.clone()))
+            .await
+            .unwrap();
+        rt.add_subscription(Subscription::type_subscription(
+            "t",
+            AgentType::new(*t).unwrap(),
+        ))
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_runtime_wide_queue_quota_bounds_every_mailbox_together() {
     let rt = AgentRuntime::builder().max_queued(3).build();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
-    rt.register_routed("s", move |_| Sleeper(l.clone()))
-        .await
-        .unwrap();
-    rt.add_subscription(Subscription::type_subscription(
-        "t",
-        AgentType::new("s").unwrap(),
-    ))
-    .await
-    .unwrap();
+    sleepers_on_topic_t(&rt, &["s"], &log).await;
     rt.start().unwrap();
     // Five publishes to one busy agent: three wait, two are refused (and reported).
     for i in 0..5 {
@@ -504,18 +512,7 @@ async fn a_publish_to_more_recipients_than_the_queue_quota_leaves_reaches_the_fi
     ))
     .await
     .unwrap();
-    for t in ["s1", "s2", "s3", "s4", "s5"] {
-        let l = log.clone();
-        rt.register_routed(t, move |_| Sleeper(l.clone()))
-            .await
-            .unwrap();
-        rt.add_subscription(Subscription::type_subscription(
-            "t",
-            AgentType::new(t).unwrap(),
-        ))
-        .await
-        .unwrap();
-    }
+    sleepers_on_topic_t(&rt, &["s1", "s2", "s3", "s4", "s5"], &log).await;
     rt.start().unwrap();
     // One publish, six recipients, room for three waiting messages: the quota is counted
     // recipient by recipient, so the unreachable one is refused, three are queued and the last

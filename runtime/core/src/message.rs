@@ -422,18 +422,21 @@ impl Message {
         }
     }
 
-    /// The message's wire form like [`Message::to_payload`], but borrowed: a payload's own
-    /// fields, a native value's static type name, and its JSON written into `buf` (cleared
-    /// first). A serializer from `registry` makes its own bytes.
+    /// A message that is bytes already, as its wire form.
+    fn bytes_encoded(&self) -> Option<Encoded<'_>> {
+        let (name, content_type, data) = self.bytes()?;
+        Some(Encoded {
+            type_name: Cow::Borrowed(name),
+            content_type: Cow::Borrowed(content_type),
+            data: Cow::Borrowed(data),
+        })
+    }
+
     /// The wire form when no serializer needs consulting: a message that is bytes already, or
     /// a native value whose shared encoding an earlier recipient made (with the registry).
     pub(crate) fn encoded(&self) -> Option<Encoded<'_>> {
-        if let Some((name, content_type, data)) = self.bytes() {
-            return Some(Encoded {
-                type_name: Cow::Borrowed(name),
-                content_type: Cow::Borrowed(content_type),
-                data: Cow::Borrowed(data),
-            });
+        if let Some(e) = self.bytes_encoded() {
+            return Some(e);
         }
         match &self.repr {
             Repr::Native {
@@ -449,17 +452,16 @@ impl Message {
         }
     }
 
+    /// The message's wire form like [`Message::to_payload`], but borrowed: a payload's own
+    /// fields, a native value's static type name, and its JSON written into `buf` (cleared
+    /// first). A serializer from `registry` makes its own bytes.
     pub fn encode<'a>(
         &'a self,
         registry: Option<&SerializerRegistry>,
         buf: &'a mut Vec<u8>,
     ) -> Result<Encoded<'a>, Error> {
-        if let Some((name, content_type, data)) = self.bytes() {
-            return Ok(Encoded {
-                type_name: Cow::Borrowed(name),
-                content_type: Cow::Borrowed(content_type),
-                data: Cow::Borrowed(data),
-            });
+        if let Some(e) = self.bytes_encoded() {
+            return Ok(e);
         }
         match &self.repr {
             Repr::Native {
