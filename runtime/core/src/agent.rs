@@ -107,7 +107,7 @@ pub struct MessageContext {
 impl std::fmt::Debug for MessageContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageContext")
-            .field("recipient", self.recipient())
+            .field("recipient", self.agent_id())
             .field("sender", &self.sender)
             .field("topic_id", &self.topic_id)
             .field("is_rpc", &self.is_rpc)
@@ -133,7 +133,7 @@ impl MessageContext {
     pub(crate) fn reply(&self, result: Result<Message, Error>) -> Result<Message, Error> {
         if self.token.is_none() && self.own_token.get().is_some_and(|t| t.is_cancelled()) {
             return Err(Error::Cancelled {
-                target: Target::Agent(self.recipient().clone()),
+                target: Target::Agent(self.agent_id().clone()),
             });
         }
         result
@@ -141,10 +141,6 @@ impl MessageContext {
 
     /// The agent handling this message.
     pub fn agent_id(&self) -> &AgentId {
-        &self.cell.id
-    }
-
-    pub(crate) fn recipient(&self) -> &AgentId {
         &self.cell.id
     }
 
@@ -165,7 +161,7 @@ impl MessageContext {
 
     /// AutoGen's `DefaultTopicId()` inside a handler: topic type `default`, source = this agent's key.
     pub fn default_topic(&self) -> TopicId {
-        TopicId::new(DEFAULT_TOPIC_TYPE, self.recipient().key())
+        TopicId::new(DEFAULT_TOPIC_TYPE, self.agent_id().key())
             .expect("the default topic type is valid")
     }
 
@@ -180,7 +176,7 @@ impl MessageContext {
                 message,
                 recipient,
                 SendOptions {
-                    sender: Some(self.recipient().clone()),
+                    sender: Some(self.agent_id().clone()),
                     ..Default::default()
                 },
             )
@@ -208,7 +204,7 @@ impl MessageContext {
                 message,
                 topic,
                 PublishOptions {
-                    sender: Some(self.recipient().clone()),
+                    sender: Some(self.agent_id().clone()),
                     ..Default::default()
                 },
             )

@@ -831,7 +831,6 @@ impl AgentRuntime {
     }
 }
 
-/// Removes a wait-for edge when the send that created it completes (or is dropped).
 /// An agent's outgoing edges in the wait-for graph. Agents are known by their cell's address
 /// (both cells outlive the edge: the waiting handler holds its own, the send the recipient's), so
 /// an edge costs no reference counts beyond the ids kept to name a cycle.
@@ -844,6 +843,7 @@ fn cell_key(cell: &Arc<Cell>) -> usize {
     Arc::as_ptr(cell) as usize
 }
 
+/// Removes a wait-for edge when the send that created it completes (or is dropped).
 struct WaitEdge<'a> {
     inner: &'a Inner,
     from: usize,
@@ -1301,7 +1301,7 @@ impl Inner {
                 tracing::info!(agent = %agent, message_type, "unhandled message");
             }
             Err(e) => {
-                tracing::error!(agent = %ctx.recipient(), error = %e, "error processing publish message");
+                tracing::error!(agent = %ctx.agent_id(), error = %e, "error processing publish message");
                 self.record_background(e);
             }
         }
@@ -1474,13 +1474,13 @@ impl Inner {
         mut message: Message,
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
-        let target = || Target::Agent(ctx.recipient().clone());
+        let target = || Target::Agent(ctx.agent_id().clone());
         for h in &self.interventions {
             let type_name = message.type_name();
-            match h.on_send(message, ctx, ctx.recipient()).await {
+            match h.on_send(message, ctx, ctx.agent_id()).await {
                 Ok(Intervention::Forward(m)) => message = m,
                 Ok(Intervention::Drop) => {
-                    tracing::info!(recipient = %ctx.recipient(), message_type = type_name, "message dropped by intervention handler");
+                    tracing::info!(recipient = %ctx.agent_id(), message_type = type_name, "message dropped by intervention handler");
                     return Err(Error::MessageDropped {
                         stage: InterventionStage::Send,
                         target: target(),
@@ -1619,7 +1619,17 @@ impl Inner {
             message_id,
         });
         let sender = published.sender.as_ref();
-        let expected = recipients.iter().filter(|r| Some(*r) != sender).count();
+        // The recipients (never the sender) with their cells, under one read lock (cells that do
+        // not exist yet are made below).
+        let targets: smallvec::SmallVec<[Recipient<'_>; 16]> = {
+            let agents = self.agents.read();
+            recipients
+                .iter()
+                .filter(|r| Some(*r) != sender)
+                .map(|r| (r, agents.get(r).cloned()))
+                .collect()
+        };
+        let expected = targets.len();
         if expected == 0 {
             return;
         }
@@ -1627,52 +1637,34 @@ impl Inner {
         // recipient); what is not queued after all is given back below.
         self.outstanding.fetch_add(expected, Ordering::SeqCst);
         let already = self.queued.fetch_add(expected, Ordering::SeqCst);
-        // The recipients' cells under one read lock (the new ones are made after it).
-        let cells: smallvec::SmallVec<[Option<Arc<Cell>>; 16]> = {
-            let agents = self.agents.read();
-            recipients
-                .iter()
-                .filter(|r| Some(*r) != sender)
-                .map(|r| agents.get(r).cloned())
-                .collect()
-        };
-        let mut refused = 0;
-        for (i, (r, cell)) in recipients
-            .iter()
-            .filter(|r| Some(*r) != sender)
-            .zip(cells)
-            .enumerate()
-        {
-            let topic = &published.topic;
-            // The runtime-wide quota, as if each recipient had been counted in turn (those
-            // refused so far do not count).
-            let cell = match cell.map_or_else(|| self.cell_for(r), Ok).and_then(|c| {
-                match already.saturating_add(i - refused) >= self.max_queued {
-                    true => Err(self.queue_full(r)),
-                    false => Ok(c),
+        let mut queued = 0;
+        for (r, cell) in targets {
+            let outcome = cell.map_or_else(|| self.cell_for(r), Ok).and_then(|c| {
+                // The runtime-wide quota, counted recipient by recipient over those queued.
+                if already.saturating_add(queued) >= self.max_queued {
+                    return Err(self.queue_full(r));
                 }
-            }) {
-                Ok(c) => c,
+                self.queue_job(&c, Job::Publish(published.clone()))
+                    .map_err(|refusal| refusal.1)
+            });
+            match outcome {
+                Ok(()) => queued += 1,
                 Err(e) => {
-                    tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
+                    tracing::error!(recipient = %r, topic = %published.topic, error = %e, "cannot deliver published message");
                     self.record_background(e);
-                    refused += 1;
-                    continue;
                 }
-            };
-            if let Err(refusal) = self.queue_job(&cell, Job::Publish(published.clone())) {
-                let (_, e) = *refusal;
-                tracing::error!(recipient = %r, topic = %topic, error = %e, "cannot deliver published message");
-                self.record_background(e);
-                refused += 1;
             }
         }
+        let refused = expected - queued;
         if refused > 0 {
             self.queued.fetch_sub(refused, Ordering::SeqCst);
             self.done_n(refused);
         }
     }
 }
+
+/// A publish's recipient, with its cell if it exists already.
+type Recipient<'a> = (&'a AgentId, Option<Arc<Cell>>);
 
 /// Messages a drain loop has finished, reported as done (for idleness) in one go: before the
 /// loop yields, runs a control job or ends (also if its task is dropped). While the loop holds
