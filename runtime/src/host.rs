@@ -1229,6 +1229,70 @@ mod tests {
         assert_eq!(GUARD_REGION_HELD.load(Ordering::SeqCst), 0);
     }
 
+    /// The address-space limit the fallback test's child runs under: room for a pool with
+    /// explicit checks (8 instances of at most 256 MiB, two memories each: 4 GiB), not for one
+    /// with guard regions (8 × 8 GiB).
+    const CHILD_ADDRESS_SPACE_KIB: u64 = 12 << 20;
+    const FALLBACK_CHILD: &str =
+        "host::tests::guard_regions_fall_back_under_an_address_space_limit";
+
+    #[test]
+    fn a_pool_without_room_for_guard_regions_checks_bounds_explicitly() {
+        // The limit must not apply to this process (its other tests reserve guard regions), so
+        // the check runs in a child: this test binary again, running only the ignored test below
+        // under `ulimit -v`.
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v {CHILD_ADDRESS_SPACE_KIB} && exec \"$0\" \"$@\""
+            ))
+            .arg(exe)
+            .args([FALLBACK_CHILD, "--exact", "--ignored", "--nocapture"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child test did not pass:\n{stdout}\n{stderr}"
+        );
+    }
+
+    #[test]
+    #[ignore = "run by a_pool_without_room_for_guard_regions_checks_bounds_explicitly, in a child under an address-space limit"]
+    fn guard_regions_fall_back_under_an_address_space_limit() {
+        // Proves the limit is in force, so the fallback below is the machine's doing.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max address space"))
+            .unwrap();
+        let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert_eq!(soft, CHILD_ADDRESS_SPACE_KIB << 10, "{line}");
+        let instances = 8;
+        // Within the process's budget: only the machine's limit stands in the way.
+        assert!(u64::from(instances) * GUARD_REGION_PER_INSTANCE <= GUARD_REGION_BUDGET);
+        assert!(u64::from(instances) * GUARD_REGION_PER_INSTANCE > CHILD_ADDRESS_SPACE_KIB << 10);
+        let host = WasmHost::with_config(HostConfig {
+            max_instances: instances,
+            cache_dir: None,
+            allocation: Allocation::Pooling,
+            ..HostConfig::default()
+        })
+        .unwrap();
+        assert!(host.is_pooling(), "still pooled");
+        assert!(!host.uses_guard_regions(), "explicit checks instead");
+        assert_eq!(
+            GUARD_REGION_HELD.load(Ordering::SeqCst),
+            0,
+            "the pool that could not be reserved gave its budget share back"
+        );
+        // The fallback pool really makes stores (the probe store at its creation did too).
+        let store: Store<()> = Store::new(&host.inner.engine, ());
+        drop(store);
+    }
+
     #[test]
     fn headers_tell_modules_and_junk_from_components() {
         let p = Path::new("x.wasm");
