@@ -16,6 +16,9 @@
 //! An instance of a plugin that imports nothing that waits is called synchronously (a plain call
 //! on the runtime's thread; see `host::Pre`); the others are awaited on a fiber, so a guest blocked
 //! in `send` suspends only itself. The time limit bounds both: an epoch deadline traps the guest.
+//! Once such an instance is live and holds the agent's current state, its calls are made in place
+//! when the runtime offers a message (`Agent::on_message_now`), with no future, boxing or frame;
+//! building an instance, restoring a state and a busy shared instance take the awaited path.
 
 use std::sync::Arc;
 
@@ -64,6 +67,14 @@ impl Live {
     }
 }
 
+/// Ends a call begun with `Me::before_call`.
+fn after_call(live: &mut Live, asks_context: bool) {
+    if asks_context {
+        live.store.data_mut().handling = None;
+    }
+    live.in_call = false;
+}
+
 /// An instance slot: the live instance (none until built, or after it was discarded) and how
 /// many instances this slot has had, so an agent can tell its state was lost with an old one.
 #[derive(Default)]
@@ -72,6 +83,19 @@ pub(crate) struct Instance {
     generation: u64,
     /// The slot of the agent the live instance runs as (its `self-id` and log tag).
     running: u32,
+}
+
+impl Instance {
+    /// Points a shared instance's host state at the agent in `slot` (its id for `self-id` and
+    /// logs) when another agent of the instance ran last.
+    fn place(&mut self, slot: u32, id: &AgentId) {
+        if self.running != slot {
+            if let Some(live) = &mut self.live {
+                live.store.data_mut().switch_agent(id);
+            }
+            self.running = slot;
+        }
+    }
 }
 
 /// An instance shared by several agents of one type (up to `agents_per_instance`), each in its
@@ -302,11 +326,8 @@ impl Me {
                 tracing::info!(agent = %self.id, generation = inst.generation, "fresh instance");
             }
         }
+        inst.place(slot, &self.id);
         let live = inst.live.as_mut().expect("just ensured");
-        if inst.running != slot {
-            live.store.data_mut().switch_agent(&self.id);
-            inst.running = slot;
-        }
         if self.generation != inst.generation {
             if let Some(state) = &self.last_state {
                 live.arm(&self.shared);
@@ -369,6 +390,52 @@ impl Me {
         error
     }
 
+    /// `message` as the guest receives it, within the plugin's size limit.
+    fn to_guest(
+        &self,
+        message: &Message,
+        ctx: &MessageContext,
+    ) -> Result<bindings::wit::Message, Error> {
+        bindings::encoding(|buf| {
+            let encoded = ctx.encode(message, buf)?;
+            self.check_size(encoded.data.len())?;
+            Ok(bindings::to_wit_message(encoded, self.shared.types()))
+        })
+    }
+
+    /// Arms the instance's limits and, if the guest asks for it, gives it the message's context;
+    /// returns whether it did (see [`after_call`]).
+    fn before_call(&self, live: &mut Live, ctx: &MessageContext) -> bool {
+        live.arm(&self.shared);
+        let asks_context = self.shared.asks_context;
+        if asks_context {
+            live.store.data_mut().handling = Some(ctx.into());
+        }
+        asks_context
+    }
+
+    /// The handler's answer to `message`, or the error of its failed call.
+    fn answer(
+        &self,
+        inst: &mut Instance,
+        message: &bindings::wit::Message,
+        r: wasmtime::Result<Result<Option<bindings::wit::Message>, bindings::wit::Error>>,
+    ) -> Result<Message, Error> {
+        // The handled message's type, named only for an error.
+        let type_name = || bindings::type_name_of(message, self.shared.types());
+        match r {
+            Ok(Ok(Some(m))) => {
+                // A response is a message too: its caller gets the limit error, not the bytes.
+                self.check_size(m.data.len())?;
+                bindings::from_wit_message(m, self.shared.types())
+                    .map_err(|e| bindings::from_wit_error(&self.id, type_name(), e))
+            }
+            Ok(Ok(None)) => Ok(Message::empty()),
+            Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, type_name(), e)),
+            Err(e) => Err(self.trapped(inst, &e)),
+        }
+    }
+
     fn check_size(&self, size: usize) -> Result<(), Error> {
         let limit = self.shared.limits.message_bytes;
         if size > limit {
@@ -390,37 +457,61 @@ impl Agent for WasmAgent {
         ctx: &MessageContext,
     ) -> Result<Message, Error> {
         let me = &mut self.me;
-        let message = bindings::encoding(|buf| {
-            let encoded = ctx.encode(&message, buf)?;
-            me.check_size(encoded.data.len())?;
-            Ok::<_, Error>(bindings::to_wit_message(encoded, me.shared.types()))
-        })?;
+        let message = me.to_guest(&message, ctx)?;
         let mut guard;
         let (inst, slot) = instance!(self.home, guard);
         let live = me.ready(inst, slot).await?;
-        live.arm(&me.shared);
-        let asks_context = me.shared.asks_context;
-        if asks_context {
-            live.store.data_mut().handling = Some(ctx.into());
-        }
+        let asks_context = me.before_call(live, ctx);
         let r = call!(live, call_handle, slot, ctx.is_rpc, &message);
-        if asks_context {
-            live.store.data_mut().handling = None;
+        after_call(live, asks_context);
+        me.answer(inst, &message, r)
+    }
+
+    /// A plugin whose calls never wait (see `host::Pre`), with its instance live, holding this
+    /// agent's current state and free, is called right here: no future, no fiber, no frame (its
+    /// guest cannot reach the runtime: it imports neither `send` nor `publish`).
+    fn on_message_now(
+        &mut self,
+        message: &Message,
+        ctx: &MessageContext,
+    ) -> Option<Result<Message, Error>> {
+        let mut guard;
+        let (inst, slot) = match &mut self.home {
+            Home::Own(i) => (i, 0),
+            Home::Shared { shard, slot } => match shard.instance.try_lock() {
+                Some(g) => {
+                    guard = g;
+                    (&mut *guard, *slot)
+                }
+                None => return None,
+            },
+        };
+        let me = &mut self.me;
+        if me.generation != inst.generation {
+            // A new agent, or a state to restore first: `ready` does both.
+            return None;
         }
-        live.in_call = false;
-        // The handled message's type, named only for an error.
-        let type_name = || bindings::type_name_of(&message, me.shared.types());
-        match r {
-            Ok(Ok(Some(m))) => {
-                // A response is a message too: its caller gets the limit error, not the bytes.
-                me.check_size(m.data.len())?;
-                bindings::from_wit_message(m, me.shared.types())
-                    .map_err(|e| bindings::from_wit_error(&me.id, type_name(), e))
+        inst.place(slot, &me.id);
+        // No instance yet, or a cut-off call to clean up (`ready` does both), or a plugin whose
+        // calls may wait (a fiber each).
+        let live = inst.live.as_mut().filter(|l| !l.in_call)?;
+        if !matches!(live.world, World::Sync(_)) {
+            return None;
+        }
+        let message = match me.to_guest(message, ctx) {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let asks_context = me.before_call(live, ctx);
+        let r = match &live.world {
+            World::Sync(w) => {
+                w.warren_agent_agent()
+                    .call_handle(&mut live.store, slot, ctx.is_rpc, &message)
             }
-            Ok(Ok(None)) => Ok(Message::empty()),
-            Ok(Err(e)) => Err(bindings::from_wit_error(&me.id, type_name(), e)),
-            Err(e) => Err(me.trapped(inst, &e)),
-        }
+            World::Async(_) => unreachable!("checked above"),
+        };
+        after_call(live, asks_context);
+        Some(me.answer(inst, &message, r))
     }
 
     fn description(&self) -> String {

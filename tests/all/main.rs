@@ -1,5 +1,6 @@
 //! Warren's integration tests, compiled into one binary so the link step happens once.
 
+mod answer_now;
 mod common;
 mod complete_example;
 mod conformance;

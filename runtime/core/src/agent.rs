@@ -29,6 +29,24 @@ pub trait Agent: Any + Send {
         ctx: &MessageContext,
     ) -> Result<Message, Error>;
 
+    /// Handles one message right away if this agent can without waiting for anything: `Some`
+    /// with the result, or `None` to have the runtime call [`Agent::on_message`] with it instead.
+    /// The runtime tries it first for every message; a handler that answers here costs no
+    /// future, no boxing and no task-local frame. The default answers `None`.
+    ///
+    /// Only for handlers that do not use the runtime while they run: one that answers here has no
+    /// handler frame, so a send or publish it made (it would have to be spawned, since this
+    /// cannot await) would not be attributed to this agent (no sender check, no call-cycle
+    /// detection). Panics are caught as in `on_message`.
+    fn on_message_now(
+        &mut self,
+        message: &Message,
+        ctx: &MessageContext,
+    ) -> Option<Result<Message, Error>> {
+        let _ = (message, ctx);
+        None
+    }
+
     /// The description reported by `agent_metadata`.
     fn description(&self) -> String {
         String::new()

@@ -1378,12 +1378,27 @@ impl Inner {
         let agent = slot.as_mut().expect("ensured");
         // Only to name the message if the handler panics (a native type's name costs nothing).
         let for_panic = message.name_later();
+        let panicked = |p: Box<dyn Any + Send>| Error::HandlerPanicked {
+            agent: cell.id.clone(),
+            message_type: for_panic.get(),
+            panic: panic_text(&*p),
+        };
+        let span = tracing::debug_span!("warren.process", agent = %cell.id);
+        // A handler that can answer without waiting answers here, in place.
+        let now = {
+            let _entered = (!span.is_disabled()).then(|| span.enter());
+            std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_message_now(&message, ctx)))
+        };
+        match now {
+            Ok(Some(r)) => return r,
+            Ok(None) => {}
+            Err(p) => return Err(panicked(p)),
+        }
         let frame = Frame {
             runtime: self.frame_id(),
             cell: cell.clone(),
             depth,
         };
-        let span = tracing::debug_span!("warren.process", agent = %cell.id);
         let fut = FRAME.scope(frame, agent.on_message(message, ctx));
         let caught = AssertUnwindSafe(fut).catch_unwind();
         let outcome = if span.is_disabled() {
@@ -1391,14 +1406,7 @@ impl Inner {
         } else {
             caught.instrument(span).await
         };
-        match outcome {
-            Ok(r) => r,
-            Err(p) => Err(Error::HandlerPanicked {
-                agent: cell.id.clone(),
-                message_type: for_panic.get(),
-                panic: panic_text(&*p),
-            }),
-        }
+        outcome.unwrap_or_else(|p| Err(panicked(p)))
     }
 
     /// Runs a control operation with exclusive access to the (constructed) agent.
