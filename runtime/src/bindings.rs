@@ -320,11 +320,12 @@ impl StoreState {
     }
 
     fn denied(&self, action: String) -> wit::Error {
+        let agent = self.whom.id();
         let e = Error::AccessDenied {
-            agent: self.agent.clone(),
+            agent: agent.clone(),
             action,
         };
-        tracing::warn!(agent = %self.agent, error = %e, "capability check refused a call");
+        tracing::warn!(%agent, error = %e, "capability check refused a call");
         to_wit_error(&e)
     }
 }
@@ -366,7 +367,7 @@ impl warren::agent::host::Host for StoreState {
                 message,
                 recipient,
                 SendOptions {
-                    sender: Some(self.agent.clone()),
+                    sender: Some(self.whom.id()),
                     ..Default::default()
                 },
             )
@@ -402,7 +403,7 @@ impl warren::agent::host::Host for StoreState {
             message,
             topic,
             PublishOptions {
-                sender: Some(self.agent.clone()),
+                sender: Some(self.whom.id()),
                 ..Default::default()
             },
         )
@@ -415,11 +416,11 @@ impl warren::agent::host::Host for StoreState {
     }
 
     fn self_id(&mut self) -> wit::AgentId {
-        (&self.agent).into()
+        (&self.whom.id()).into()
     }
 
     fn log(&mut self, level: Level, message: String) {
-        let agent = &self.agent;
+        let agent = self.whom.id();
         match level {
             Level::Trace => tracing::trace!(%agent, "{message}"),
             Level::Debug => tracing::debug!(%agent, "{message}"),

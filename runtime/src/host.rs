@@ -27,6 +27,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{Plugin as PluginWorld, PluginPre, sync_world};
 use crate::logpipe::LogPipe;
 use crate::manifest::{Manifest, ManifestError};
+use crate::roster::Whom;
 use crate::wasm_agent::{Shards, WasmAgent};
 
 /// Interfaces every plugin may import. Rust's standard library imports the `wasi:cli`
@@ -235,9 +236,9 @@ pub(crate) struct StoreState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     /// The agent the instance is running (in a shared instance, the one whose call is running).
-    pub(crate) agent: warren_core::AgentId,
+    pub(crate) whom: Whom,
     pub(crate) runtime: warren_core::WeakRuntime,
-    pub(crate) stdout: LogPipe,
+    /// The guest's stderr, whose tail a trap report quotes.
     pub(crate) stderr: LogPipe,
     pub(crate) limiter: Limiter,
     pub(crate) plugin: Arc<PluginShared>,
@@ -247,16 +248,6 @@ pub(crate) struct StoreState {
     /// The last agent this instance sent to: a relay sends to the same agent again and again,
     /// and reusing its id spares validating and allocating it per send.
     pub(crate) last_recipient: Option<warren_core::AgentId>,
-}
-
-impl StoreState {
-    /// Makes `agent` the one the instance runs for: its `self-id`, its log lines' tag. A shared
-    /// instance switches before a call for another slot than the last.
-    pub(crate) fn switch_agent(&mut self, agent: &warren_core::AgentId) {
-        self.agent = agent.clone();
-        self.stdout.set_agent(agent);
-        self.stderr.set_agent(agent);
-    }
 }
 
 /// The parts of a [`warren_core::MessageContext`] a guest can ask for (cheap to clone: shared ids).
@@ -943,13 +934,13 @@ impl WasmHost {
     /// files or network; stdin closed) with stdout and stderr going to the log.
     pub(crate) fn new_store(
         plugin: &Arc<PluginShared>,
-        agent: warren_core::AgentId,
+        whom: Whom,
         runtime: warren_core::WeakRuntime,
     ) -> wasmtime::Result<Store<StoreState>> {
-        let stdout = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stdout);
-        let stderr = LogPipe::new(agent.clone(), crate::logpipe::Stream::Stderr);
+        let stdout = LogPipe::new(whom.clone(), crate::logpipe::Stream::Stdout);
+        let stderr = LogPipe::new(whom.clone(), crate::logpipe::Stream::Stderr);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout.clone())
+        wasi.stdout(stdout)
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
@@ -967,9 +958,8 @@ impl WasmHost {
             StoreState {
                 wasi: wasi.build(),
                 table: ResourceTable::new(),
-                agent,
+                whom,
                 runtime,
-                stdout,
                 stderr,
                 limiter: Limiter {
                     memory: plugin.limits.memory,

@@ -25,6 +25,7 @@ pub mod discover;
 pub mod host;
 mod logpipe;
 pub mod manifest;
+mod roster;
 mod sync_io;
 pub mod tenant;
 mod wasm_agent;

@@ -18,6 +18,8 @@ use wasmtime_wasi_io::bytes::Bytes;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{OutputStream, StreamResult};
 
+use crate::roster::Whom;
+
 /// How much of one line is kept before it is emitted anyway.
 const MAX_LINE: usize = 4096;
 /// How much recent stderr is kept for trap reports.
@@ -30,8 +32,9 @@ pub(crate) enum Stream {
 }
 
 struct State {
-    /// Who the lines are tagged with: in a shared instance, the agent whose call is running.
+    /// Who the kept output is from: the agent that wrote last, and its slot in the instance.
     agent: AgentId,
+    slot: u32,
     line: Vec<u8>,
     tail: Vec<u8>,
 }
@@ -40,42 +43,51 @@ struct State {
 #[derive(Clone)]
 pub(crate) struct LogPipe {
     stream: Stream,
+    /// Who is running: in a shared instance, the agent whose call is running.
+    whom: Whom,
     state: Arc<Mutex<State>>,
 }
 
 impl LogPipe {
-    pub(crate) fn new(agent: AgentId, stream: Stream) -> Self {
+    pub(crate) fn new(whom: Whom, stream: Stream) -> Self {
         Self {
             stream,
             state: Arc::new(Mutex::new(State {
-                agent,
+                agent: whom.id(),
+                slot: whom.slot(),
                 line: Vec::new(),
                 tail: Vec::new(),
             })),
+            whom,
         }
     }
 
-    /// The most recent output (including an unfinished line), for a trap report.
+    /// The most recent output of the agent running (including an unfinished line), for a trap
+    /// report.
     pub(crate) fn tail(&self) -> String {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        self.catch_up(&mut st);
         let mut t = st.tail.clone();
         t.extend_from_slice(&st.line);
         let start = t.len().saturating_sub(TAIL);
         String::from_utf8_lossy(&t[start..]).trim().to_owned()
     }
 
-    /// Tags the lines written from now on with `agent` (a shared instance switching agents):
-    /// the last agent's unfinished line is emitted as its own, and the kept tail starts afresh,
-    /// so a trap report quotes only what the agent that trapped wrote.
-    pub(crate) fn set_agent(&self, agent: &AgentId) {
-        let mut st = self.state.lock();
-        if st.agent != *agent {
+    /// Hands the kept output over to the agent running if another agent of a shared instance
+    /// wrote it: that agent's unfinished line is emitted as its own, and the kept tail starts
+    /// afresh, so a trap report quotes only what the agent that trapped wrote. (Done here, when
+    /// output is written or asked for, rather than at every switch of agents, which is far more
+    /// frequent.)
+    fn catch_up(&self, st: &mut State) {
+        let slot = self.whom.slot();
+        if slot != st.slot {
             if !st.line.is_empty() {
                 let line = std::mem::take(&mut st.line);
                 self.emit(&st.agent, &line);
             }
             st.tail.clear();
-            st.agent = agent.clone();
+            st.agent = self.whom.id();
+            st.slot = slot;
         }
     }
 
@@ -90,6 +102,7 @@ impl LogPipe {
 
     fn write(&self, buf: &[u8]) {
         let mut st = self.state.lock();
+        self.catch_up(&mut st);
         for &b in buf {
             if b == b'\n' || st.line.len() >= MAX_LINE {
                 let line = std::mem::take(&mut st.line);
@@ -169,10 +182,11 @@ impl AsyncWrite for LogPipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::roster::Roster;
 
     #[test]
     fn keeps_a_bounded_tail_of_lines() {
-        let p = LogPipe::new(AgentId::new("a", "1").unwrap(), Stream::Stderr);
+        let p = LogPipe::new(Whom::One(AgentId::new("a", "1").unwrap()), Stream::Stderr);
         for i in 0..200 {
             p.write(format!("line {i}\n").as_bytes());
         }
@@ -185,14 +199,25 @@ mod tests {
 
     #[test]
     fn another_agent_starts_a_fresh_tail() {
-        let p = LogPipe::new(AgentId::new("a", "1").unwrap(), Stream::Stderr);
+        let roster = Arc::new(Roster::default());
+        roster.join(AgentId::new("a", "1").unwrap());
+        roster.join(AgentId::new("a", "2").unwrap());
+        let p = LogPipe::new(Whom::Shared(roster.clone()), Stream::Stderr);
         p.write(b"one's line\none's unfinished");
-        p.set_agent(&AgentId::new("a", "2").unwrap());
+        assert_eq!(p.tail(), "one's line\none's unfinished");
+        roster.run(1);
+        // Asked before the second agent wrote anything: nothing of the first agent's.
         assert_eq!(p.tail(), "");
         p.write(b"two's line");
         assert_eq!(p.tail(), "two's line");
-        // The same agent again keeps its tail.
-        p.set_agent(&AgentId::new("a", "2").unwrap());
+        assert_eq!(p.state.lock().agent.key(), "2");
+        // Switching to the same agent again keeps its tail.
+        roster.run(1);
         assert_eq!(p.tail(), "two's line");
+        // Back to the first agent: its tail starts afresh too.
+        roster.run(0);
+        p.write(b"one again\n");
+        assert_eq!(p.tail(), "one again");
+        assert_eq!(p.state.lock().agent.key(), "1");
     }
 }

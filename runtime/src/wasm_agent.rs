@@ -31,6 +31,7 @@ use wasmtime::Store;
 
 use crate::bindings::{self, Description, Plugin, sync_world};
 use crate::host::{PROBE_TIMEOUT, PluginShared, Pre, StoreState, WasmHost};
+use crate::roster::{Roster, Whom};
 
 /// An instance's exports, called through a fiber or directly (see [`Pre`]).
 enum World {
@@ -81,19 +82,23 @@ fn after_call(live: &mut Live, asks_context: bool) {
 pub(crate) struct Instance {
     live: Option<Live>,
     generation: u64,
-    /// The slot of the agent the live instance runs as (its `self-id` and log tag).
-    running: u32,
+    /// A shared instance's agents by slot, and which one it runs as (its `self-id` and log tag).
+    roster: Option<Arc<Roster>>,
 }
 
 impl Instance {
-    /// Points a shared instance's host state at the agent in `slot` (its id for `self-id` and
-    /// logs) when another agent of the instance ran last.
-    fn place(&mut self, slot: u32, id: &AgentId) {
-        if self.running != slot {
-            if let Some(live) = &mut self.live {
-                live.store.data_mut().switch_agent(id);
-            }
-            self.running = slot;
+    /// Makes a shared instance run as the agent in `slot`.
+    fn place(&self, slot: u32) {
+        if let Some(roster) = &self.roster {
+            roster.run(slot);
+        }
+    }
+
+    /// Who a new live instance runs as: `id`, or a shared instance's agent running.
+    fn whom(&self, id: &AgentId) -> Whom {
+        match &self.roster {
+            Some(roster) => Whom::Shared(roster.clone()),
+            None => Whom::One(id.clone()),
         }
     }
 }
@@ -103,6 +108,8 @@ impl Instance {
 /// wait share instances, so the lock is held for one synchronous call at a time and never while
 /// an agent waits for another.
 pub(crate) struct Shard {
+    /// Its agents, by slot (shared with the instance, whichever agent builds it).
+    roster: Arc<Roster>,
     /// An async mutex that is two atomic operations when nobody else holds it. (tokio's costs a
     /// semaphore acquire and release, 300 instructions per call more, and counts against the
     /// cooperative budget: rpc_concurrent's 100 agents in one instance made the runtime's task
@@ -114,7 +121,8 @@ pub(crate) struct Shard {
 /// being filled and its next free slot.
 pub(crate) struct Shards {
     per_instance: u32,
-    open: parking_lot::Mutex<Option<(Arc<Shard>, u32)>>,
+    /// The instance being filled.
+    open: parking_lot::Mutex<Option<Arc<Shard>>>,
 }
 
 impl Shards {
@@ -125,24 +133,27 @@ impl Shards {
         }
     }
 
-    /// A slot for a new agent: the next one of the instance being filled, or the first of a new
+    /// A slot for agent `id`: the next one of the instance being filled, or the first of a new
     /// instance (built by the agent that gets it). Slots are not reused.
-    fn place(&self) -> (Arc<Shard>, u32) {
+    fn place(&self, id: &AgentId) -> (Arc<Shard>, u32) {
         let mut open = self.open.lock();
-        match open.as_mut() {
-            Some((shard, next)) if *next < self.per_instance => {
-                let slot = *next;
-                *next += 1;
-                (shard.clone(), slot)
-            }
+        let shard = match open.as_ref() {
+            Some(shard) if shard.roster.len() < self.per_instance as usize => shard.clone(),
             _ => {
+                let roster = Arc::new(Roster::default());
                 let shard = Arc::new(Shard {
-                    instance: futures_util::lock::Mutex::new(Instance::default()),
+                    instance: futures_util::lock::Mutex::new(Instance {
+                        roster: Some(roster.clone()),
+                        ..Instance::default()
+                    }),
+                    roster,
                 });
-                *open = Some((shard.clone(), 1));
-                (shard, 0)
+                *open = Some(shard.clone());
+                shard
             }
-        }
+        };
+        let slot = shard.roster.join(id.clone());
+        (shard, slot)
     }
 }
 
@@ -187,10 +198,10 @@ struct Me {
 
 async fn instantiate(
     shared: &Arc<PluginShared>,
-    id: AgentId,
+    whom: Whom,
     runtime: WeakRuntime,
 ) -> wasmtime::Result<Live> {
-    let mut store = WasmHost::new_store(shared, id, runtime)?;
+    let mut store = WasmHost::new_store(shared, whom, runtime)?;
     let world = match &shared.pre {
         Pre::Async(pre) => World::Async(pre.instantiate_async(&mut store).await?),
         Pre::Sync(pre) => World::Sync(pre.instantiate(&mut store)?),
@@ -235,7 +246,7 @@ impl WasmAgent {
         let home = match shards {
             None => Home::Own(Instance::default()),
             Some(s) => {
-                let (shard, slot) = s.place();
+                let (shard, slot) = s.place(&id);
                 Home::Shared { shard, slot }
             }
         };
@@ -268,7 +279,7 @@ impl WasmAgent {
         id: AgentId,
     ) -> Result<Description, String> {
         let work = async {
-            let mut live = instantiate(shared, id, WeakRuntime::detached())
+            let mut live = instantiate(shared, Whom::One(id), WeakRuntime::detached())
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             live.arm(shared);
@@ -311,7 +322,7 @@ impl Me {
             // kilobytes larger (and every call copy them into place).
             let live = Box::pin(instantiate(
                 &self.shared,
-                self.id.clone(),
+                inst.whom(&self.id),
                 self.runtime.clone(),
             ))
             .await
@@ -321,12 +332,11 @@ impl Me {
             })?;
             inst.live = Some(live);
             inst.generation += 1;
-            inst.running = slot;
             if inst.generation > 1 {
                 tracing::info!(agent = %self.id, generation = inst.generation, "fresh instance");
             }
         }
-        inst.place(slot, &self.id);
+        inst.place(slot);
         let live = inst.live.as_mut().expect("just ensured");
         if self.generation != inst.generation {
             if let Some(state) = &self.last_state {
@@ -491,7 +501,7 @@ impl Agent for WasmAgent {
             // A new agent, or a state to restore first: `ready` does both.
             return None;
         }
-        inst.place(slot, &me.id);
+        inst.place(slot);
         // No instance yet, or a cut-off call to clean up (`ready` does both), or a plugin whose
         // calls may wait (a fiber each).
         let live = inst.live.as_mut().filter(|l| !l.in_call)?;

@@ -113,6 +113,79 @@ async fn agents_in_one_instance_keep_their_own_state_and_a_trap_resets_only_that
     within(rt.stop_when_idle()).await.unwrap();
 }
 
+/// Whether an event of the guest `agent` carries `text`.
+fn logged(cap: &Capture, agent: &str, text: &str) -> bool {
+    let tag = format!("agent={agent} ");
+    cap.events
+        .lock()
+        .iter()
+        .any(|e| e.text.contains(&tag) && e.text.contains(text))
+}
+
+#[tokio::test]
+async fn a_shared_instance_tags_output_with_the_agent_that_wrote_it_and_a_trap_quotes_only_its_own()
+{
+    let cap = Capture::default();
+    let _guard = cap.install();
+    let plugin = load_shared("local", guests::LOCAL, 3).await.unwrap();
+    let rt = local_runtime(&plugin).await;
+    let say = |agent: &'static str, text: &str| {
+        let rt = rt.clone();
+        let text = text.to_owned();
+        async move {
+            within(rt.send::<()>(Say { text }, &id(agent)))
+                .await
+                .unwrap_or_else(|e| panic!("{agent}: {e}"))
+        }
+    };
+    say("local/a0", "first from a0\n").await;
+    say("local/a1", "first from a1\n").await;
+    // An unfinished line stays a0's when a1 writes next.
+    say("local/a0", "a0 unfinished").await;
+    say("local/a1", "second from a1\n").await;
+    say("local/a2", "a2 is here\n").await;
+    for (agent, text) in [
+        ("local/a0", "first from a0"),
+        ("local/a1", "first from a1"),
+        ("local/a0", "a0 unfinished"),
+        ("local/a1", "second from a1"),
+        ("local/a2", "a2 is here"),
+    ] {
+        assert!(logged(&cap, agent, text), "{text:?} tagged {agent}");
+    }
+    assert!(!logged(&cap, "local/a1", "a0 unfinished"));
+    assert!(!logged(&cap, "local/a0", "from a1"));
+
+    // a2 traps: the report quotes a2's stderr, none of what a0 and a1 wrote before it.
+    let e = within(rt.send::<()>(
+        Crash {
+            line: "a2 going down".into(),
+            message: "boom".into(),
+        },
+        &id("local/a2"),
+    ))
+    .await
+    .unwrap_err();
+    match &e {
+        Error::Trapped { agent, trap } => {
+            assert_eq!(agent, &id("local/a2"));
+            assert!(
+                trap.contains("a2 going down") && trap.contains("boom"),
+                "{trap}"
+            );
+            assert!(
+                !trap.contains("from a1") && !trap.contains("a0 unfinished"),
+                "{trap}"
+            );
+        }
+        other => panic!("expected Trapped, got {other}"),
+    }
+    // The fresh instance tags its output too.
+    say("local/a1", "a1 after the trap\n").await;
+    assert!(logged(&cap, "local/a1", "a1 after the trap"));
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
 #[tokio::test]
 async fn shared_agents_save_and_load_their_own_state_across_runtimes() {
     let plugin = load_shared("local", guests::LOCAL, 4).await.unwrap();
