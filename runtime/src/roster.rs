@@ -31,8 +31,10 @@ impl Roster {
         self.ids.read().len()
     }
 
-    /// Makes `slot`'s agent the one running. The caller holds the instance's lock, and the
-    /// instance is entered on the thread that made the switch, so ordering needs nothing more.
+    /// Makes `slot`'s agent the one running. Relaxed is enough: the caller holds the instance's
+    /// lock until its call is over, so the lock orders this store before the next agent's, and
+    /// the caller's own call reads it after it (on the same thread, or on another after the
+    /// scheduler moved the task, which synchronises).
     pub(crate) fn run(&self, slot: u32) {
         self.running.store(slot, Ordering::Relaxed);
     }
