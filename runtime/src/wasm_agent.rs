@@ -118,7 +118,7 @@ pub(crate) struct Shard {
 }
 
 /// Where one registered agent type places its agents when they share instances: the instance
-/// being filled and its next free slot.
+/// being filled (its roster's length is its next free slot).
 pub(crate) struct Shards {
     per_instance: u32,
     /// The instance being filled.
