@@ -45,6 +45,27 @@ async fn add(rt: &AgentRuntime, agent: &str, n: i64) -> i64 {
         .n
 }
 
+/// Makes `agent` print `line` (stdout and stderr) and panic with "boom"; returns the trap report, after
+/// checking the error is `Trapped` and names `agent`.
+async fn crash(rt: &AgentRuntime, agent: &str, line: &str) -> String {
+    let e = within(rt.send::<()>(
+        Crash {
+            line: line.into(),
+            message: "boom".into(),
+        },
+        &id(agent),
+    ))
+    .await
+    .unwrap_err();
+    match e {
+        Error::Trapped { agent: a, trap } => {
+            assert_eq!(a, id(agent));
+            trap
+        }
+        other => panic!("expected Trapped, got {other}"),
+    }
+}
+
 #[tokio::test]
 async fn agents_in_one_instance_keep_their_own_state_and_a_trap_resets_only_that_instance() {
     let plugin = load_shared("local", guests::LOCAL, 3).await.unwrap();
@@ -69,22 +90,8 @@ async fn agents_in_one_instance_keep_their_own_state_and_a_trap_resets_only_that
     let saved = within(rt.agent_save_state(&id("local/a0"))).await.unwrap();
     assert_eq!(saved.to_value()["total"], 10);
     assert_eq!(add(&rt, "local/a0", 1).await, 11);
-    let e = within(rt.send::<()>(
-        Crash {
-            line: "going down".into(),
-            message: "boom".into(),
-        },
-        &id("local/a1"),
-    ))
-    .await
-    .unwrap_err();
-    match &e {
-        Error::Trapped { agent, trap } => {
-            assert_eq!(agent, &id("local/a1"));
-            assert!(trap.contains("boom"), "{trap}");
-        }
-        other => panic!("expected Trapped, got {other}"),
-    }
+    let trap = crash(&rt, "local/a1", "going down").await;
+    assert!(trap.contains("boom"), "{trap}");
     // The trapping instance's agents: a0 back to its saved state, a1 and a2 (never saved) fresh,
     // and a fresh agent knows who it is again.
     assert_eq!(add(&rt, "local/a0", 0).await, 10);
@@ -157,29 +164,15 @@ async fn a_shared_instance_tags_output_with_the_agent_that_wrote_it_and_a_trap_q
     assert!(!logged(&cap, "local/a0", "from a1"));
 
     // a2 traps: the report quotes a2's stderr, none of what a0 and a1 wrote before it.
-    let e = within(rt.send::<()>(
-        Crash {
-            line: "a2 going down".into(),
-            message: "boom".into(),
-        },
-        &id("local/a2"),
-    ))
-    .await
-    .unwrap_err();
-    match &e {
-        Error::Trapped { agent, trap } => {
-            assert_eq!(agent, &id("local/a2"));
-            assert!(
-                trap.contains("a2 going down") && trap.contains("boom"),
-                "{trap}"
-            );
-            assert!(
-                !trap.contains("from a1") && !trap.contains("a0 unfinished"),
-                "{trap}"
-            );
-        }
-        other => panic!("expected Trapped, got {other}"),
-    }
+    let trap = crash(&rt, "local/a2", "a2 going down").await;
+    assert!(
+        trap.contains("a2 going down") && trap.contains("boom"),
+        "{trap}"
+    );
+    assert!(
+        !trap.contains("from a1") && !trap.contains("a0 unfinished"),
+        "{trap}"
+    );
     // The fresh instance tags its output too.
     say("local/a1", "a1 after the trap\n").await;
     assert!(logged(&cap, "local/a1", "a1 after the trap"));
