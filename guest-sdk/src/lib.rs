@@ -308,12 +308,81 @@ fn name_in<'a>(types: &'a [String], t: &'a MessageType) -> Result<&'a str, Error
     }
 }
 
+/// The most recipients an instance resolves (the host's limit per instance).
+const MAX_RECIPIENTS: usize = 256;
+
+/// The recipients this instance resolved with the host (with their handles), the index of each
+/// by type and key, and the last one sent to (a relay sends to one agent again and again: then
+/// two string compares find it).
+#[derive(Default)]
+struct Recipients {
+    known: Vec<(AgentId, u32)>,
+    by_type: std::collections::HashMap<
+        String,
+        std::collections::HashMap<String, usize, FixedHash>,
+        FixedHash,
+    >,
+    last: usize,
+}
+
+/// A hasher with fixed keys: recipients are this instance's own ids, and std's randomly keyed
+/// one would import `wasi:random` into every plugin.
+type FixedHash = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
+thread_local! {
+    static RECIPIENTS: RefCell<Option<Box<Recipients>>> = const { RefCell::new(None) };
+}
+
+/// The host's handle for `recipient` (resolved on the first send to it), or `None` to send by
+/// id: past the instance's limit of handles, or when the host refuses to resolve it (the send by
+/// id then reports the same error, with its full context).
+fn recipient_handle(recipient: &AgentId) -> Option<u32> {
+    RECIPIENTS.with(|r| {
+        let mut r = r.try_borrow_mut().ok()?;
+        let r = r.get_or_insert_default();
+        if let Some((id, h)) = r.known.get(r.last)
+            && id.key == recipient.key
+            && id.agent_type == recipient.agent_type
+        {
+            return Some(*h);
+        }
+        let known = r
+            .by_type
+            .get(&recipient.agent_type)
+            .and_then(|keys| keys.get(&recipient.key))
+            .copied();
+        let i = match known {
+            Some(i) => i,
+            None if r.known.len() >= MAX_RECIPIENTS => return None,
+            None => {
+                let h = host::resolve(recipient).ok()?;
+                r.known.push((recipient.clone(), h));
+                r.by_type
+                    .entry(recipient.agent_type.clone())
+                    .or_default()
+                    .insert(recipient.key.clone(), r.known.len() - 1);
+                r.known.len() - 1
+            }
+        };
+        r.last = i;
+        Some(r.known[i].1)
+    })
+}
+
+/// Sends `message` as this agent: by the recipient's handle when it has one.
+fn send_message(recipient: &AgentId, message: &Message) -> Result<Message, Error> {
+    match recipient_handle(recipient) {
+        Some(h) => host::send_to(h, message),
+        None => host::send(recipient, message),
+    }
+}
+
 /// Sends `message` to `recipient` as this agent and decodes its response as `R`.
 pub fn send<R: DeserializeOwned + 'static>(
     message: &(impl Serialize + ?Sized),
     recipient: &AgentId,
 ) -> Result<R, Error> {
-    let response = host::send(recipient, &outgoing(message)?)?;
+    let response = send_message(recipient, &outgoing(message)?)?;
     decode_answer(&response)
 }
 
@@ -323,7 +392,7 @@ pub fn send_raw<R: 'static>(
     message: &(impl Serialize + ?Sized),
     recipient: &AgentId,
 ) -> Result<Reply<R>, Error> {
-    Ok(Reply::wrap(host::send(recipient, &outgoing(message)?)?))
+    Ok(Reply::wrap(send_message(recipient, &outgoing(message)?)?))
 }
 
 /// Another agent's answer as it arrived: its message type and encoded data, unread. A handler

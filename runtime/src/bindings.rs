@@ -16,6 +16,7 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: {
         "warren:agent/host.send": async,
+        "warren:agent/host.send-to": async,
         "warren:agent/host.publish": async,
     },
     exports: { default: async },
@@ -305,18 +306,71 @@ fn parse_agent(a: wit::AgentId) -> Result<warren_core::AgentId, wit::Error> {
 
 impl wit::Host for StoreState {}
 
+/// The most recipient handles one instance may hold (`resolve`): each is an entry in the
+/// instance's table for as long as the instance lives, so a plugin resolving ever new ids would
+/// otherwise grow host memory without bound.
+pub(crate) const MAX_RECIPIENTS: usize = 256;
+
+/// The recipients an instance resolved (`resolve`), by handle, and the handle of each id.
+#[derive(Default)]
+pub(crate) struct Recipients {
+    refs: Vec<warren_core::AgentRef>,
+    handles: std::collections::HashMap<warren_core::AgentId, u32>,
+}
+
 impl StoreState {
-    /// Refuses an outgoing message bigger than the plugin's limit.
-    fn check_size(&self, target: Target, size: usize) -> Result<(), wit::Error> {
+    /// Refuses an outgoing message bigger than the plugin's limit (`target` names where it was
+    /// going, built only for the error).
+    fn check_size(&self, target: impl FnOnce() -> Target, size: usize) -> Result<(), wit::Error> {
         let limit = self.plugin.limits.message_bytes;
         if size > limit {
             return Err(to_wit_error(&Error::MessageTooLarge {
-                target,
+                target: target(),
                 size,
                 limit,
             }));
         }
         Ok(())
+    }
+
+    /// Refuses a send to an agent type outside the plugin's `capabilities.send`.
+    fn check_send_to(&self, to: &warren_core::AgentId) -> Result<(), wit::Error> {
+        if !allowed(&self.plugin.caps.send, to.agent_type().as_str()) {
+            return Err(self.denied(format!(
+                "send to `{to}` (agent type `{}` is not in capabilities.send)",
+                to.agent_type()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The runtime, unless it is gone (then a send to `to` is `stopped`).
+    fn running(&self, to: &warren_core::AgentId) -> Result<warren_core::AgentRuntime, wit::Error> {
+        self.runtime.upgrade().ok_or_else(|| {
+            to_wit_error(&Error::Stopped {
+                target: Target::Agent(to.clone()),
+            })
+        })
+    }
+
+    /// A send as the agent this instance is running.
+    fn send_options(&self) -> SendOptions {
+        SendOptions {
+            sender: Some(self.whom.id()),
+            ..Default::default()
+        }
+    }
+
+    /// A send's response as the guest receives it.
+    fn response(
+        &self,
+        rt: &warren_core::AgentRuntime,
+        response: &Message,
+    ) -> Result<wit::Message, wit::Error> {
+        encoding(|buf| {
+            let response = rt.encode(response, buf).map_err(|e| to_wit_error(&e))?;
+            Ok(to_wit_message(response, self.plugin.types()))
+        })
     }
 
     fn denied(&self, action: String) -> wit::Error {
@@ -349,34 +403,59 @@ impl warren::agent::host::Host for StoreState {
                 id
             }
         };
-        if !allowed(&self.plugin.caps.send, recipient.agent_type().as_str()) {
-            return Err(self.denied(format!(
-                "send to `{recipient}` (agent type `{}` is not in capabilities.send)",
-                recipient.agent_type()
-            )));
-        }
-        self.check_size(Target::Agent(recipient.clone()), message.data.len())?;
+        self.check_send_to(&recipient)?;
+        self.check_size(|| Target::Agent(recipient.clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
-        let Some(rt) = self.runtime.upgrade() else {
-            return Err(to_wit_error(&Error::Stopped {
-                target: Target::Agent(recipient),
-            }));
-        };
+        let rt = self.running(&recipient)?;
         let response = rt
-            .send_message(
-                message,
-                recipient,
-                SendOptions {
-                    sender: Some(self.whom.id()),
-                    ..Default::default()
-                },
-            )
+            .send_message(message, recipient, self.send_options())
             .await
             .map_err(|e| to_wit_error(&e))?;
-        encoding(|buf| {
-            let response = rt.encode(&response, buf).map_err(|e| to_wit_error(&e))?;
-            Ok(to_wit_message(response, self.plugin.types()))
-        })
+        self.response(&rt, &response)
+    }
+
+    fn resolve(&mut self, recipient: wit::AgentId) -> Result<u32, wit::Error> {
+        let id = parse_agent(recipient)?;
+        if let Some(&handle) = self.recipients.handles.get(&id) {
+            return Ok(handle);
+        }
+        self.check_send_to(&id)?;
+        if self.recipients.refs.len() >= MAX_RECIPIENTS {
+            return Err(wit::Error::Other(format!(
+                "cannot resolve `{id}`: this instance holds {MAX_RECIPIENTS} recipient handles, \
+                 the most it may (send by id instead)"
+            )));
+        }
+        let to = self
+            .running(&id)?
+            .resolve(&id)
+            .map_err(|e| to_wit_error(&e))?;
+        let handle = u32::try_from(self.recipients.refs.len()).expect("at most MAX_RECIPIENTS");
+        self.recipients.refs.push(to);
+        self.recipients.handles.insert(id, handle);
+        Ok(handle)
+    }
+
+    async fn send_to(
+        &mut self,
+        recipient: u32,
+        message: wit::Message,
+    ) -> Result<wit::Message, wit::Error> {
+        let Some(to) = self.recipients.refs.get(recipient as usize).cloned() else {
+            return Err(wit::Error::UnknownAgent(format!(
+                "recipient handle {recipient} was not given to this instance by `resolve` \
+                 (it holds {})",
+                self.recipients.refs.len()
+            )));
+        };
+        self.check_size(|| Target::Agent(to.id().clone()), message.data.len())?;
+        let message = from_wit_message(message, self.plugin.types())?;
+        let rt = self.running(to.id())?;
+        let response = rt
+            .send_message_to(message, &to, self.send_options())
+            .await
+            .map_err(|e| to_wit_error(&e))?;
+        self.response(&rt, &response)
     }
 
     async fn publish(
@@ -392,7 +471,7 @@ impl warren::agent::host::Host for StoreState {
                 topic.topic_type()
             )));
         }
-        self.check_size(Target::Topic(topic.clone()), message.data.len())?;
+        self.check_size(|| Target::Topic(topic.clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
         let Some(rt) = self.runtime.upgrade() else {
             return Err(to_wit_error(&Error::Stopped {

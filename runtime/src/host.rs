@@ -248,6 +248,8 @@ pub(crate) struct StoreState {
     /// The last agent this instance sent to: a relay sends to the same agent again and again,
     /// and reusing its id spares validating and allocating it per send.
     pub(crate) last_recipient: Option<warren_core::AgentId>,
+    /// The recipients this instance resolved for `send-to`.
+    pub(crate) recipients: crate::bindings::Recipients,
 }
 
 /// The parts of a [`warren_core::MessageContext`] a guest can ask for (cheap to clone: shared ids).
@@ -498,14 +500,16 @@ fn imports_host_fn(component: &Component, engine: &Engine, wanted: impl Fn(&str)
         })
 }
 
-/// Whether a component imports a function that can wait: `send` or `publish` (they wait for
+/// Whether a component imports a function that can wait: `send`, `send-to` or `publish` (they wait for
 /// another agent), or any file or socket operation. Everything else a plugin may import has a
 /// synchronous definition on the sync linker.
 fn needs_async(component: &Component, engine: &Engine) -> bool {
-    imports_host_fn(component, engine, |f| f == "send" || f == "publish")
-        || component.component_type().imports(engine).any(|(name, _)| {
-            name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/")
-        })
+    imports_host_fn(component, engine, |f| {
+        matches!(f, "send" | "send-to" | "publish")
+    }) || component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/"))
 }
 
 /// What every instance of one plugin shares.
@@ -968,6 +972,7 @@ impl WasmHost {
                 plugin: plugin.clone(),
                 handling: None,
                 last_recipient: None,
+                recipients: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limiter);

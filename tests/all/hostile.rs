@@ -180,6 +180,14 @@ struct Shout {
 struct Forward {
     path: Vec<String>,
 }
+#[derive(Debug, Serialize, Deserialize)]
+struct Forge {
+    handle: u32,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Hoard {
+    count: u64,
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_interrupted_at_its_deadline() {
@@ -423,6 +431,49 @@ async fn capabilities_deny_sends_and_publishes_outside_the_manifest() {
                     to: "echo/1".into(),
                 },
                 &id("faulty/c"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(p.i, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_handles_cannot_be_forged_or_hoarded() {
+    under_attack(|t| async move {
+        let rt = t.runtime();
+        // A handle the instance was never given names no agent.
+        let e = rt
+            .send::<()>(Forge { handle: 7 }, &id("faulty/h"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("recipient handle 7 was not given to this instance"),
+            "{e}"
+        );
+        // Resolving stops at the per-instance limit with an error that says so; an id already
+        // resolved keeps its handle.
+        let b: Blob = rt
+            .send(Hoard { count: 1000 }, &id("faulty/h"))
+            .await
+            .unwrap();
+        assert!(
+            b.data.starts_with("resolved 256, distinct 256, then Some(")
+                && b.data
+                    .contains("holds 256 recipient handles, the most it may")
+                && b.data.ends_with("echo/k0 again: Ok(0) (first Some(0))"),
+            "{}",
+            b.data
+        );
+        // The instance keeps sending, by id now, to an agent it has no handle for.
+        let p: Pong = rt
+            .send(
+                Reach {
+                    to: "echo/late".into(),
+                },
+                &id("faulty/h"),
             )
             .await
             .unwrap();

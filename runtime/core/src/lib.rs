@@ -58,7 +58,7 @@ pub use message::{
 };
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{
-    AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,
+    AgentRef, AgentRuntime, DEFAULT_MAILBOX_CAPACITY, DEFAULT_MAX_QUEUED, DynFactory, ExpectedType,
     PublishOptions, RegisterOptions, RuntimeBuilder, SendOptions, WeakRuntime,
 };
 pub use state::{AgentState, SavedState, StateDocument};

@@ -207,6 +207,30 @@ pub(crate) struct Inner {
     max_queued: usize,
 }
 
+/// An agent looked up once ([`AgentRuntime::resolve`]), for repeated sends
+/// ([`AgentRuntime::send_message_to`]). Cheap to clone.
+#[derive(Clone)]
+pub struct AgentRef {
+    cell: Arc<Cell>,
+    /// The runtime that resolved it. (Held weakly: the reference does not keep a runtime alive,
+    /// and while it is held no other runtime can be allocated at that address, so comparing
+    /// addresses tells runtimes apart.)
+    runtime: std::sync::Weak<Inner>,
+}
+
+impl AgentRef {
+    /// The agent's id.
+    pub fn id(&self) -> &AgentId {
+        &self.cell.id
+    }
+}
+
+impl std::fmt::Debug for AgentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AgentRef").field(&self.cell.id).finish()
+    }
+}
+
 /// The agent runtime. Cheap to clone: clones share one runtime.
 #[derive(Clone)]
 pub struct AgentRuntime {
@@ -769,10 +793,49 @@ impl AgentRuntime {
         recipient: AgentId,
         options: SendOptions,
     ) -> Result<Message, Error> {
+        let cell = self.inner.cell_for(&recipient)?;
+        self.send_to_cell(message, recipient, cell, options).await
+    }
+
+    /// Looks `agent` up once, for [`send_message_to`](Self::send_message_to): a send through the
+    /// reference skips hashing the id and looking it up. The agent itself is still created
+    /// lazily, by its first message. Fails like `send_message` for an unregistered type
+    /// ([`Error::UnknownAgentType`]) or an unknown key of a type registered by instance
+    /// ([`Error::UnknownAgent`]).
+    pub fn resolve(&self, agent: &AgentId) -> Result<AgentRef, Error> {
+        Ok(AgentRef {
+            cell: self.inner.cell_for(agent)?,
+            runtime: Arc::downgrade(&self.inner),
+        })
+    }
+
+    /// [`send_message`](Self::send_message) to an agent resolved with [`resolve`](Self::resolve).
+    /// A reference resolved by another runtime is looked up again by its id.
+    pub async fn send_message_to(
+        &self,
+        message: Message,
+        recipient: &AgentRef,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
+        let id = recipient.cell.id.clone();
+        let cell = match std::ptr::eq(recipient.runtime.as_ptr(), Arc::as_ptr(&self.inner)) {
+            true => recipient.cell.clone(),
+            false => self.inner.cell_for(&id)?,
+        };
+        self.send_to_cell(message, id, cell, options).await
+    }
+
+    async fn send_to_cell(
+        &self,
+        message: Message,
+        recipient: AgentId,
+        cell: Arc<Cell>,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
         let span = tracing::debug_span!("warren.send", recipient = %recipient);
         // Boxed: the send's state is over a kilobyte, and callers that keep thousands of sends in
         // flight (a `join_all`) would otherwise move all of it around.
-        let fut = Box::pin(self.inner.send(message, recipient, options));
+        let fut = Box::pin(self.inner.send(message, recipient, cell, options));
         // A disabled span costs nothing to create; skipping the wrapper saves a poll layer.
         if span.is_disabled() {
             fut.await
@@ -1056,9 +1119,9 @@ impl Inner {
         self: &Arc<Self>,
         message: Message,
         recipient: AgentId,
+        cell: Arc<Cell>,
         options: SendOptions,
     ) -> Result<Message, Error> {
-        let cell = self.cell_for(&recipient)?;
         self.check_sender(&options.sender)?;
         // No token, nobody can cancel: nothing to watch (and nothing to allocate).
         let token = options.cancellation_token;

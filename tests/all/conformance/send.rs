@@ -572,3 +572,63 @@ async fn case_37_already_cancelled_token_still_delivers_once() {
     within(rt.stop_when_idle()).await.unwrap();
     assert_eq!(calls.get(), 1);
 }
+
+/// Not in AutoGen: a recipient looked up once (`resolve`) and sent to by reference, which spares
+/// the id's lookup per send. It behaves as a send by id: the agent is created by its first
+/// message, not by `resolve`; unknown types fail at `resolve`; and a reference taken from
+/// another runtime is looked up again by id, so it reaches this runtime's agent.
+#[tokio::test]
+async fn a_resolved_recipient_is_sent_to_like_its_id() {
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let a = AgentRuntime::new();
+    let b = AgentRuntime::new();
+    for (rt, calls) in [(&a, &calls_a), (&b, &calls_b)] {
+        let calls = calls.clone();
+        rt.register_routed("lb", move |_| Loopback::new(calls.clone()))
+            .await
+            .unwrap();
+        rt.start().unwrap();
+    }
+    let e = a.resolve(&id("ghost/k")).unwrap_err();
+    assert!(
+        matches!(e, Error::UnknownAgentType { ref agent_type } if agent_type.as_str() == "ghost"),
+        "{e}"
+    );
+
+    let to = a.resolve(&id("lb/k")).unwrap();
+    assert_eq!(to.id(), &id("lb/k"));
+    assert_eq!(a.live_agents(), 0, "resolving creates no agent");
+    for text in ["one", "two"] {
+        let back = within(a.send_message_to(
+            Message::new(MessageType::new(text)),
+            &to,
+            SendOptions::default(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(back.decode::<MessageType>().unwrap().text, text);
+    }
+    assert_eq!((calls_a.get(), a.live_agents()), (2, 1));
+
+    // A reference from runtime `a` used with runtime `b` reaches `b`'s agent of that id.
+    within(b.send_message_to(
+        Message::new(MessageType::new("three")),
+        &to,
+        SendOptions::default(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!((calls_a.get(), calls_b.get()), (2, 1));
+    assert_eq!(b.live_agents(), 1);
+
+    // Once its runtime is gone, a reference still names the agent for any other runtime.
+    drop(a);
+    within(b.send_message_to(
+        Message::new(MessageType::new("four")),
+        &to,
+        SendOptions::default(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(calls_b.get(), 2);
+}
