@@ -267,13 +267,41 @@ thread_local! {
     static TYPES: RefCell<Option<Box<[String]>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The last type `outgoing` found in `TYPES`, by the address and length of its interned name
+    /// (`type_name_ref` gives one `&'static str` per type), with its index: a sender sends the
+    /// same type again and again, and then compares no strings.
+    static LAST_OUTGOING: std::cell::Cell<(usize, usize, u32)> =
+        const { std::cell::Cell::new((0, 0, 0)) };
+}
+
+/// Sets the declared type table (once, when the agent's handlers are built; tests reset it).
+fn set_types(types: Option<Box<[String]>>) {
+    TYPES.with(|t| *t.borrow_mut() = types);
+    LAST_OUTGOING.with(|c| c.set((0, 0, 0)));
+}
+
+/// The index of `name` (interned) in the declared type table, if it is there.
+fn declared_index(name: &'static str) -> Option<u32> {
+    let key = (name.as_ptr() as usize, name.len());
+    let (ptr, len, index) = LAST_OUTGOING.with(std::cell::Cell::get);
+    if (ptr, len) == key {
+        return Some(index);
+    }
+    let index = TYPES.with(|t| t.borrow().as_ref()?.iter().position(|n| n == name))?;
+    let index = u32::try_from(index).expect("fewer than 2^32 types");
+    // Only a found type is kept: the table is set once and never changes after.
+    LAST_OUTGOING.with(|c| c.set((key.0, key.1, index)));
+    Some(index)
+}
+
 /// `value` as a message to send: its type by index when declared, its data inline when short.
 fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
     let name = type_name_ref::<T>();
-    let declared = TYPES.with(|t| t.borrow().as_ref()?.iter().position(|n| n == name));
+    let declared = declared_index(name);
     Ok(Message {
         message_type: match declared {
-            Some(i) => MessageType::Declared(u32::try_from(i).expect("fewer than 2^32 types")),
+            Some(i) => MessageType::Declared(i),
             None => MessageType::Named(name.to_owned()),
         },
         content_type: None,
@@ -907,7 +935,7 @@ pub mod __private {
                 // Messages sent from here on name declared types by index. (Not during `init`:
                 // the host learns the table from this instance's `describe`, which may be
                 // what is building it.)
-                TYPES.with(|t| *t.borrow_mut() = Some(handlers.types.clone().into()));
+                set_types(Some(handlers.types.clone().into()));
                 Box::new(Live {
                     handlers,
                     agents: Vec::new(),
@@ -1322,16 +1350,32 @@ mod tests {
 
     #[test]
     fn sent_messages_and_answers_name_declared_types_by_index() {
-        TYPES.with(|t| *t.borrow_mut() = None);
+        set_types(None);
         // Before the agent is built (or in a component that declares nothing): by name.
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "Ping"));
-        TYPES.with(|t| *t.borrow_mut() = Some(vec!["Ping".into(), "i64".into()].into()));
+        set_types(Some(vec!["Ping".into(), "i64".into()].into()));
         let m = outgoing(&Ping { i: 1 }).unwrap();
         assert!(matches!(m.message_type, MessageType::Declared(0)));
         assert!(matches!(m.data, MessageData::Inline(_)));
         let m = outgoing("not declared").unwrap();
         assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "str"));
+        // The last type found is remembered (the last one here is `Ping`, so the lookup after
+        // the table is cleared below would find a stale index if clearing did not forget it).
+        for (i, expected) in [(0, 1), (1, 0), (2, 0), (3, 1), (4, 0)] {
+            let m = match expected {
+                0 => outgoing(&Ping { i }).unwrap(),
+                _ => outgoing(&i).unwrap(),
+            };
+            assert!(
+                matches!(m.message_type, MessageType::Declared(d) if d == expected),
+                "send {i}"
+            );
+        }
+        set_types(None);
+        let m = outgoing(&Ping { i: 1 }).unwrap();
+        assert!(matches!(m.message_type, MessageType::Named(ref n) if n == "Ping"));
+        set_types(Some(vec!["Ping".into(), "i64".into()].into()));
 
         let answer = |t: MessageType, data: &[u8]| Message {
             message_type: t,
@@ -1356,6 +1400,6 @@ mod tests {
             matches!(e, Error::Other(ref m) if m.contains("index 5")),
             "{e:?}"
         );
-        TYPES.with(|t| *t.borrow_mut() = None);
+        set_types(None);
     }
 }
