@@ -628,8 +628,12 @@ pub trait Agent: Default + Serialize + DeserializeOwned + 'static {
         String::new()
     }
 
-    /// Called once when the agent is created for `id` (after `Default`, before its first message
-    /// or a state load). The default does nothing.
+    /// Sets up what the agent derives from its id rather than keeps as state (fields marked
+    /// `#[serde(skip)]`). Called for every new value of the agent: after `Default`, before the
+    /// agent's first message, and after `load_state`, which builds the value from the saved
+    /// state alone (so skipped fields start from `Default` there too). A state field set here
+    /// would overwrite the restored one: give state its initial value only where it is still
+    /// unset. The default does nothing.
     fn init(&mut self, id: &AgentId) {
         let _ = id;
     }
@@ -1000,8 +1004,10 @@ pub mod __private {
     }
 
     pub fn load_state<A: Agent>(key: LiveKey<A>, agent: u32, state: String) -> Result<(), String> {
-        let loaded: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        // Replaces the agent without building (and `init`ing) a default one first.
+        let mut loaded: A = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        // Replaces the agent without building a default one first; what it derives from its id
+        // (skipped by serde) is set up again.
+        loaded.init(&self_id());
         with_instance(key, |live| {
             *slot(&mut live.agents, agent)? = Some(loaded);
             Ok(())

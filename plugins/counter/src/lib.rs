@@ -52,7 +52,10 @@ impl Agent for Counter {
     }
 
     fn init(&mut self, id: &AgentId) {
-        self.note = note(&id.key);
+        // `init` also runs after a state load: a restored note stays as saved.
+        if self.note.is_empty() {
+            self.note = note(&id.key);
+        }
     }
 
     fn handlers(h: &mut Handlers<Self>) {

@@ -205,6 +205,47 @@ async fn ten_hop_chain_of_wasm_agents() {
     within(rt.stop_when_idle()).await.unwrap();
 }
 
+/// A relay derives whom it forwards to from its id (`init`, into a field that is not state): a
+/// relay restored from saved state must forward as before, not answer as the chain's end.
+#[tokio::test]
+async fn a_restored_wasm_agent_is_initialised_for_its_id() {
+    let a = runtime_with(&[("relay", guests::RELAY)]).await;
+    a.start().unwrap();
+    let r: HopResp = within(a.send(HopReq { i: 1, hops: 0 }, &id("hop/7")))
+        .await
+        .unwrap();
+    assert_eq!(r.hops, 3, "hop/7 -> hop/8 -> hop/9");
+    let text = serde_json::to_string(&within(a.save_state()).await.unwrap()).unwrap();
+    let b = runtime_with(&[("relay", guests::RELAY)]).await;
+    within(b.load_state(serde_json::from_str::<SavedState>(&text).unwrap()))
+        .await
+        .unwrap();
+    b.start().unwrap();
+    let r: HopResp = within(b.send(HopReq { i: 2, hops: 0 }, &id("hop/7")))
+        .await
+        .unwrap();
+    assert_eq!((r.i, r.hops), (2, 3), "the restored hop/7 still forwards");
+    within(b.stop_when_idle()).await.unwrap();
+
+    // And initialising a restored agent keeps its state: the counter sets its note in `init`
+    // only while it is unset.
+    let c = runtime_with(&[("counter", guests::COUNTER)]).await;
+    let doc = json!({ "counter/y": { "counter": 3, "note": "kept" } });
+    within(c.load_state(serde_json::from_value::<SavedState>(doc).unwrap()))
+        .await
+        .unwrap();
+    c.start().unwrap();
+    let v: StateView = within(c.send(GetState {}, &id("counter/y"))).await.unwrap();
+    assert_eq!(
+        v,
+        StateView {
+            counter: 3,
+            note: "kept".into()
+        }
+    );
+    within(c.stop_when_idle()).await.unwrap();
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Inc {
     by: i64,
