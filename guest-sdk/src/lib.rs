@@ -268,9 +268,10 @@ thread_local! {
 }
 
 thread_local! {
-    /// The last type `outgoing` found in `TYPES`, by the address and length of its interned name
-    /// (`type_name_ref` gives one `&'static str` per type), with its index: a sender sends the
-    /// same type again and again, and then compares no strings.
+    /// The last type `outgoing` found in `TYPES`, by the address and length of its full name
+    /// (`std::any::type_name`, a constant per type), with its index: a sender sends the same type
+    /// again and again, and then neither shortens its name nor compares strings. (Two types whose
+    /// full names are the same text have the same short name too, so they share an index.)
     static LAST_OUTGOING: std::cell::Cell<(usize, usize, u32)> =
         const { std::cell::Cell::new((0, 0, 0)) };
 }
@@ -281,13 +282,15 @@ fn set_types(types: Option<Box<[String]>>) {
     LAST_OUTGOING.with(|c| c.set((0, 0, 0)));
 }
 
-/// The index of `name` (interned) in the declared type table, if it is there.
-fn declared_index(name: &'static str) -> Option<u32> {
-    let key = (name.as_ptr() as usize, name.len());
+/// The index of `T`'s name in the declared type table, if it is there.
+fn declared_index<T: ?Sized>() -> Option<u32> {
+    let full = std::any::type_name::<T>();
+    let key = (full.as_ptr() as usize, full.len());
     let (ptr, len, index) = LAST_OUTGOING.with(std::cell::Cell::get);
     if (ptr, len) == key {
         return Some(index);
     }
+    let name = type_name_ref::<T>();
     let index = TYPES.with(|t| t.borrow().as_ref()?.iter().position(|n| n == name))?;
     let index = u32::try_from(index).expect("fewer than 2^32 types");
     // Only a found type is kept: the table is set once and never changes after.
@@ -297,12 +300,10 @@ fn declared_index(name: &'static str) -> Option<u32> {
 
 /// `value` as a message to send: its type by index when declared, its data inline when short.
 fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
-    let name = type_name_ref::<T>();
-    let declared = declared_index(name);
     Ok(Message {
-        message_type: match declared {
+        message_type: match declared_index::<T>() {
             Some(i) => MessageType::Declared(i),
-            None => MessageType::Named(name.to_owned()),
+            None => MessageType::Named(type_name_ref::<T>().to_owned()),
         },
         content_type: None,
         data: encode_data(value)?,
