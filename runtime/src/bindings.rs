@@ -441,7 +441,7 @@ impl warren::agent::host::Host for StoreState {
         recipient: u32,
         message: wit::Message,
     ) -> Result<wit::Message, wit::Error> {
-        let Some(to) = self.recipients.refs.get(recipient as usize).cloned() else {
+        let Some(to) = self.recipients.refs.get(recipient as usize) else {
             return Err(wit::Error::UnknownAgent(format!(
                 "recipient handle {recipient} was not given to this instance by `resolve` \
                  (it holds {})",
@@ -452,7 +452,7 @@ impl warren::agent::host::Host for StoreState {
         let message = from_wit_message(message, self.plugin.types())?;
         let rt = self.running(to.id())?;
         let response = rt
-            .send_message_to(message, &to, self.send_options())
+            .send_message_to(message, to, self.send_options())
             .await
             .map_err(|e| to_wit_error(&e))?;
         self.response(&rt, &response)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_core::{
-    Agent, AgentId, AgentRuntime, BoxError, CancellationToken, Error, Message, MessageContext,
-    MessageId, RoutedAgent, Routes, SendOptions, Target, async_trait,
+    Agent, AgentId, AgentRef, AgentRuntime, BoxError, CancellationToken, Error, Message,
+    MessageContext, MessageId, RoutedAgent, Routes, SendOptions, Target, async_trait,
 };
 
 use crate::common::*;
@@ -598,37 +598,26 @@ async fn a_resolved_recipient_is_sent_to_like_its_id() {
     let to = a.resolve(&id("lb/k")).unwrap();
     assert_eq!(to.id(), &id("lb/k"));
     assert_eq!(a.live_agents(), 0, "resolving creates no agent");
+    // Sends `text` through `to` with runtime `rt` and returns the answer's text.
+    async fn via(rt: &AgentRuntime, to: &AgentRef, text: &str) -> String {
+        let m = Message::new(MessageType::new(text));
+        let back = within(rt.send_message_to(m, to, SendOptions::default()))
+            .await
+            .unwrap();
+        back.decode::<MessageType>().unwrap().text
+    }
     for text in ["one", "two"] {
-        let back = within(a.send_message_to(
-            Message::new(MessageType::new(text)),
-            &to,
-            SendOptions::default(),
-        ))
-        .await
-        .unwrap();
-        assert_eq!(back.decode::<MessageType>().unwrap().text, text);
+        assert_eq!(via(&a, &to, text).await, text);
     }
     assert_eq!((calls_a.get(), a.live_agents()), (2, 1));
 
     // A reference from runtime `a` used with runtime `b` reaches `b`'s agent of that id.
-    within(b.send_message_to(
-        Message::new(MessageType::new("three")),
-        &to,
-        SendOptions::default(),
-    ))
-    .await
-    .unwrap();
+    assert_eq!(via(&b, &to, "three").await, "three");
     assert_eq!((calls_a.get(), calls_b.get()), (2, 1));
     assert_eq!(b.live_agents(), 1);
 
     // Once its runtime is gone, a reference still names the agent for any other runtime.
     drop(a);
-    within(b.send_message_to(
-        Message::new(MessageType::new("four")),
-        &to,
-        SendOptions::default(),
-    ))
-    .await
-    .unwrap();
+    assert_eq!(via(&b, &to, "four").await, "four");
     assert_eq!(calls_b.get(), 2);
 }
