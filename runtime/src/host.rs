@@ -452,6 +452,12 @@ impl LoadedPlugin {
         &self.shared.limits
     }
 
+    /// Its live agents, in every runtime it is registered with (each holds an instance, or a
+    /// slot in a shared one, until its runtime drops it).
+    pub fn live_agents(&self) -> usize {
+        self.shared.live.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The message type names its component declared for `handle`: messages of these types
     /// cross the boundary as an index into this table (both ways), others by name.
     pub fn declared_types(&self) -> &[Arc<str>] {

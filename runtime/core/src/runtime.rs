@@ -209,25 +209,29 @@ pub(crate) struct Inner {
 
 /// An agent looked up once ([`AgentRuntime::resolve`]), for repeated sends
 /// ([`AgentRuntime::send_message_to`]). Cheap to clone.
+///
+/// It holds the agent weakly: agents keep references to the agents they send to (a wasm
+/// instance keeps the recipients it resolved), and two agents that send to each other would
+/// otherwise keep each other alive after their runtime is dropped.
 #[derive(Clone)]
 pub struct AgentRef {
-    cell: Arc<Cell>,
-    /// The runtime that resolved it. (Held weakly: the reference does not keep a runtime alive,
-    /// and while it is held no other runtime can be allocated at that address, so comparing
-    /// addresses tells runtimes apart.)
+    id: AgentId,
+    cell: std::sync::Weak<Cell>,
+    /// The runtime that resolved it. (Held weakly too; while it is held no other runtime can be
+    /// allocated at that address, so comparing addresses tells runtimes apart.)
     runtime: std::sync::Weak<Inner>,
 }
 
 impl AgentRef {
     /// The agent's id.
     pub fn id(&self) -> &AgentId {
-        &self.cell.id
+        &self.id
     }
 }
 
 impl std::fmt::Debug for AgentRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AgentRef").field(&self.cell.id).finish()
+        f.debug_tuple("AgentRef").field(&self.id).finish()
     }
 }
 
@@ -803,8 +807,10 @@ impl AgentRuntime {
     /// ([`Error::UnknownAgentType`]) or an unknown key of a type registered by instance
     /// ([`Error::UnknownAgent`]).
     pub fn resolve(&self, agent: &AgentId) -> Result<AgentRef, Error> {
+        let cell = self.inner.cell_for(agent)?;
         Ok(AgentRef {
-            cell: self.inner.cell_for(agent)?,
+            id: cell.id.clone(),
+            cell: Arc::downgrade(&cell),
             runtime: Arc::downgrade(&self.inner),
         })
     }
@@ -817,10 +823,12 @@ impl AgentRuntime {
         recipient: &AgentRef,
         options: SendOptions,
     ) -> Result<Message, Error> {
-        let id = recipient.cell.id.clone();
-        let cell = match std::ptr::eq(recipient.runtime.as_ptr(), Arc::as_ptr(&self.inner)) {
-            true => recipient.cell.clone(),
-            false => self.inner.cell_for(&id)?,
+        let id = recipient.id.clone();
+        // This runtime's own reference: its cell is alive (a runtime never drops a cell).
+        let own = std::ptr::eq(recipient.runtime.as_ptr(), Arc::as_ptr(&self.inner));
+        let cell = match own.then(|| recipient.cell.upgrade()).flatten() {
+            Some(cell) => cell,
+            None => self.inner.cell_for(&id)?,
         };
         self.send_to_cell(message, id, cell, options).await
     }

@@ -205,6 +205,30 @@ async fn ten_hop_chain_of_wasm_agents() {
     within(rt.stop_when_idle()).await.unwrap();
 }
 
+/// Agents that send to each other keep each other's handles (`resolve`); dropping their runtime
+/// still frees both (a handle does not keep its agent alive).
+#[tokio::test]
+async fn agents_that_resolved_each_other_are_freed_with_their_runtime() {
+    let relay = load("relay", guests::RELAY).await.unwrap();
+    let rt = AgentRuntime::new();
+    host().register(&rt, &relay).await.unwrap();
+    rt.start().unwrap();
+    // hop/a sends to hop/b, which sends back to hop/a: a call cycle, refused once each of the
+    // two has resolved the other.
+    let e = within(rt.send::<String>(path(&["hop/b", "hop/a"]), &id("hop/a")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("call cycle"), "{e}");
+    assert_eq!(relay.live_agents(), 2);
+    within(rt.stop_when_idle()).await.unwrap();
+    drop(rt);
+    assert_eq!(
+        relay.live_agents(),
+        0,
+        "both were dropped with their runtime"
+    );
+}
+
 /// A relay derives whom it forwards to from its id (`init`, into a field that is not state): a
 /// relay restored from saved state must forward as before, not answer as the chain's end.
 #[tokio::test]
