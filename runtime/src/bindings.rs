@@ -333,13 +333,22 @@ impl StoreState {
         Ok(())
     }
 
-    /// Refuses a send to an agent type outside the plugin's `capabilities.send`.
-    fn check_send_to(&self, to: &warren_core::AgentId) -> Result<(), wit::Error> {
+    /// Refuses a send to an agent type outside the plugin's `capabilities.send`. A refused send
+    /// is logged; a refused `resolve` is not (nothing was sent, and the guest SDK then sends by
+    /// id, which is refused and logged once).
+    fn check_send_to(&self, to: &warren_core::AgentId, log: bool) -> Result<(), wit::Error> {
         if !allowed(&self.plugin.caps.send, to.agent_type().as_str()) {
-            return Err(self.denied(format!(
+            let action = format!(
                 "send to `{to}` (agent type `{}` is not in capabilities.send)",
                 to.agent_type()
-            )));
+            );
+            return Err(match log {
+                true => self.denied(action),
+                false => to_wit_error(&Error::AccessDenied {
+                    agent: self.whom.id(),
+                    action,
+                }),
+            });
         }
         Ok(())
     }
@@ -403,7 +412,7 @@ impl warren::agent::host::Host for StoreState {
                 id
             }
         };
-        self.check_send_to(&recipient)?;
+        self.check_send_to(&recipient, true)?;
         self.check_size(|| Target::Agent(recipient.clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
         let rt = self.running(&recipient)?;
@@ -419,7 +428,7 @@ impl warren::agent::host::Host for StoreState {
         if let Some(&handle) = self.recipients.handles.get(&id) {
             return Ok(handle);
         }
-        self.check_send_to(&id)?;
+        self.check_send_to(&id, false)?;
         if self.recipients.refs.len() >= MAX_RECIPIENTS {
             return Err(wit::Error::Other(format!(
                 "cannot resolve `{id}`: this instance holds {MAX_RECIPIENTS} recipient handles, \

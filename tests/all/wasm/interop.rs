@@ -407,6 +407,32 @@ async fn plugin_logs_are_tagged_with_the_agent_id() {
     assert!(cap.has_event(tracing::Level::INFO, "processed w9"));
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct Reach {
+    to: String,
+}
+
+/// A send outside the plugin's capabilities is refused and logged once: the guest SDK first
+/// tries to resolve the recipient, and that refusal is not logged (nothing was sent).
+#[tokio::test]
+async fn a_refused_send_is_logged_once() {
+    let cap = Capture::default();
+    let _g = cap.install();
+    let rt = runtime_with(&[("faulty", guests::FAULTY)]).await;
+    rt.start().unwrap();
+    let e = within(rt.send::<String>(Reach { to: "hop/1".into() }, &id("faulty/c")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("capabilities.send"), "{e}");
+    let refusals = cap
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e.text.contains("capability check refused a call"))
+        .count();
+    assert_eq!(refusals, 1);
+}
+
 #[tokio::test]
 async fn compiled_components_are_cached() {
     let first = load("echo", guests::ECHO).await.unwrap();
