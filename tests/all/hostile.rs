@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::{
-    AgentId, Ceilings, Error, Manifest, PluginError, Tenant, TenantConfig, TopicId,
+    AgentId, AgentRuntime, Ceilings, Error, Manifest, PluginError, Tenant, TenantConfig, TopicId,
 };
 
 use crate::common::*;
@@ -171,6 +171,12 @@ struct Storm {
 #[derive(Debug, Serialize, Deserialize)]
 struct Reach {
     to: String,
+}
+
+/// Has the faulty agent `from` ping `to` and returns the answer's number.
+async fn reach(rt: &AgentRuntime, from: &str, to: &str) -> Result<i64, Error> {
+    let p: Pong = rt.send(Reach { to: to.into() }, &id(from)).await?;
+    Ok(p.i)
 }
 #[derive(Debug, Serialize, Deserialize)]
 struct Shout {
@@ -402,10 +408,7 @@ async fn capabilities_deny_sends_and_publishes_outside_the_manifest() {
     under_attack(|t| async move {
         let rt = t.runtime();
         // `faulty` may send to echo and faulty only, publish to storm only.
-        let e = rt
-            .send::<Pong>(Reach { to: "hop/1".into() }, &id("faulty/c"))
-            .await
-            .unwrap_err();
+        let e = reach(rt, "faulty/c", "hop/1").await.unwrap_err();
         assert!(
             e.to_string().contains("access-denied") && e.to_string().contains("capabilities.send"),
             "{e}"
@@ -425,16 +428,7 @@ async fn capabilities_deny_sends_and_publishes_outside_the_manifest() {
             "{e}"
         );
         // Allowed ones work.
-        let p: Pong = rt
-            .send(
-                Reach {
-                    to: "echo/1".into(),
-                },
-                &id("faulty/c"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(p.i, 1);
+        assert_eq!(reach(rt, "faulty/c", "echo/1").await.unwrap(), 1);
     })
     .await;
 }
@@ -468,16 +462,7 @@ async fn recipient_handles_cannot_be_forged_or_hoarded() {
             b.data
         );
         // The instance keeps sending, by id now, to an agent it has no handle for.
-        let p: Pong = rt
-            .send(
-                Reach {
-                    to: "echo/late".into(),
-                },
-                &id("faulty/h"),
-            )
-            .await
-            .unwrap();
-        assert_eq!(p.i, 1);
+        assert_eq!(reach(rt, "faulty/h", "echo/late").await.unwrap(), 1);
     })
     .await;
 }
