@@ -353,13 +353,15 @@ impl StoreState {
         Ok(())
     }
 
-    /// The runtime, unless it is gone (then a send to `to` is `stopped`).
-    fn running(&self, to: &warren_core::AgentId) -> Result<warren_core::AgentRuntime, wit::Error> {
-        self.runtime.upgrade().ok_or_else(|| {
-            to_wit_error(&Error::Stopped {
-                target: Target::Agent(to.clone()),
-            })
-        })
+    /// The runtime, unless it is gone (then a call bound for `target` is `stopped`; the target
+    /// is built only for the error).
+    fn running(
+        &self,
+        target: impl FnOnce() -> Target,
+    ) -> Result<warren_core::AgentRuntime, wit::Error> {
+        self.runtime
+            .upgrade()
+            .ok_or_else(|| to_wit_error(&Error::Stopped { target: target() }))
     }
 
     /// A send as the agent this instance is running.
@@ -415,7 +417,7 @@ impl warren::agent::host::Host for StoreState {
         self.check_send_to(&recipient, true)?;
         self.check_size(|| Target::Agent(recipient.clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
-        let rt = self.running(&recipient)?;
+        let rt = self.running(|| Target::Agent(recipient.clone()))?;
         let response = rt
             .send_message(message, recipient, self.send_options())
             .await
@@ -436,7 +438,7 @@ impl warren::agent::host::Host for StoreState {
             )));
         }
         let to = self
-            .running(&id)?
+            .running(|| Target::Agent(id.clone()))?
             .resolve(&id)
             .map_err(|e| to_wit_error(&e))?;
         let handle = u32::try_from(self.recipients.refs.len()).expect("at most MAX_RECIPIENTS");
@@ -459,7 +461,7 @@ impl warren::agent::host::Host for StoreState {
         };
         self.check_size(|| Target::Agent(to.id().clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
-        let rt = self.running(to.id())?;
+        let rt = self.running(|| Target::Agent(to.id().clone()))?;
         let response = rt
             .send_message_to(message, to, self.send_options())
             .await
@@ -482,11 +484,7 @@ impl warren::agent::host::Host for StoreState {
         }
         self.check_size(|| Target::Topic(topic.clone()), message.data.len())?;
         let message = from_wit_message(message, self.plugin.types())?;
-        let Some(rt) = self.runtime.upgrade() else {
-            return Err(to_wit_error(&Error::Stopped {
-                target: Target::Topic(topic),
-            }));
-        };
+        let rt = self.running(|| Target::Topic(topic.clone()))?;
         rt.publish_message(
             message,
             topic,
