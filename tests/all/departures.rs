@@ -88,6 +88,29 @@ async fn a_b_a_cycle_fails_at_once_naming_the_chain() {
     within(rt.stop_when_idle()).await.unwrap();
 }
 
+/// A longer cycle names every agent on it, in call order: the ones between the send that closes it
+/// and the agent it returns to as well as the two ends.
+#[tokio::test]
+async fn a_long_cycle_names_every_agent_on_it() {
+    let rt = relays().await;
+    // Agents that took part in earlier chains, so the cycle's agents are not the only cells.
+    for k in 0..20 {
+        let to = format!("b/x{k}");
+        let r: String = within(rt.send(Forward { path: vec![to] }, &id(&format!("a/x{k}"))))
+            .await
+            .unwrap();
+        assert_eq!(r, format!("answered by b/x{k}"));
+    }
+    let req = Forward {
+        path: ["b/1", "a/2", "b/2", "a/1"].map(String::from).to_vec(),
+    };
+    let e = within(rt.send::<String>(req, &id("a/1")))
+        .await
+        .unwrap_err();
+    assert_eq!(cycle_of(&e), ["a/1", "b/1", "a/2", "b/2", "a/1"], "{e}");
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
 /// Holds until `release` fires, then sends to `peer`: used to make two independent call chains
 /// wait on each other.
 struct Crosser {

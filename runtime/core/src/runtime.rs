@@ -197,7 +197,7 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     idle_waiters: AtomicUsize,
     idle: Notify,
-    /// The wait-for graph: by the waiting agent's cell (its address), whom it waits for.
+    /// The wait-for graph: by the waiting agent's cell (its address), the cells it waits for.
     waits: Mutex<FastMap<usize, Waiting>>,
     next_seq: AtomicU64,
     /// Default mailbox capacity, and per-type overrides.
@@ -798,7 +798,7 @@ impl AgentRuntime {
         options: SendOptions,
     ) -> Result<Message, Error> {
         let cell = self.inner.cell_for(&recipient)?;
-        self.send_to_cell(message, recipient, cell, options).await
+        self.send_to_cell(message, &recipient, cell, options).await
     }
 
     /// Looks `agent` up once, for [`send_message_to`](Self::send_message_to): a send through the
@@ -823,20 +823,20 @@ impl AgentRuntime {
         recipient: &AgentRef,
         options: SendOptions,
     ) -> Result<Message, Error> {
-        let id = recipient.id.clone();
         // This runtime's own reference: its cell is alive (a runtime never drops a cell).
         let own = std::ptr::eq(recipient.runtime.as_ptr(), Arc::as_ptr(&self.inner));
         let cell = match own.then(|| recipient.cell.upgrade()).flatten() {
             Some(cell) => cell,
-            None => self.inner.cell_for(&id)?,
+            None => self.inner.cell_for(&recipient.id)?,
         };
-        self.send_to_cell(message, id, cell, options).await
+        self.send_to_cell(message, &recipient.id, cell, options)
+            .await
     }
 
     async fn send_to_cell(
         &self,
         message: Message,
-        recipient: AgentId,
+        recipient: &AgentId,
         cell: Arc<Cell>,
         options: SendOptions,
     ) -> Result<Message, Error> {
@@ -902,13 +902,11 @@ impl AgentRuntime {
     }
 }
 
-/// An agent's outgoing edges in the wait-for graph. Agents are known by their cell's address
-/// (both cells outlive the edge: the waiting handler holds its own, the send the recipient's), so
-/// an edge costs no reference counts beyond the ids kept to name a cycle.
-struct Waiting {
-    id: AgentId,
-    on: smallvec::SmallVec<[(usize, AgentId); 1]>,
-}
+/// An agent's outgoing edges in the wait-for graph: the cells it waits for, by address. Agents
+/// are known by their cell's address (both cells outlive the edge: the waiting handler holds its
+/// own, the send the recipient's), so an edge costs no reference counts; the ids that name a
+/// cycle are looked up only when there is one (see [`Inner::name_cycle`]).
+type Waiting = smallvec::SmallVec<[usize; 1]>;
 
 fn cell_key(cell: &Arc<Cell>) -> usize {
     Arc::as_ptr(cell) as usize
@@ -925,8 +923,8 @@ impl Drop for WaitEdge<'_> {
     fn drop(&mut self) {
         let mut g = self.inner.waits.lock();
         if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from) {
-            let on = &mut e.get_mut().on;
-            if let Some(i) = on.iter().position(|(x, _)| *x == self.to) {
+            let on = e.get_mut();
+            if let Some(i) = on.iter().position(|x| *x == self.to) {
                 on.swap_remove(i);
             }
             if on.is_empty() {
@@ -1043,23 +1041,21 @@ impl Inner {
             let mut stack: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![t];
             while let Some(n) = stack.pop() {
                 if n == f {
-                    // Every agent on the path but `from` waits for the next one: it is in `g`.
-                    let id = |k: usize| match k == f {
-                        true => from.id.clone(),
-                        false => g[&k].id.clone(),
-                    };
-                    let mut path = vec![id(f)];
+                    // The path from `to` to `from`, both ends included.
+                    let mut path = vec![f];
                     let mut cur = f;
                     while cur != t {
                         cur = parent[&cur];
-                        path.push(id(cur));
+                        path.push(cur);
                     }
                     path.reverse();
-                    path.push(to.id.clone());
-                    return Err(Error::CallCycle { chain: path });
+                    drop(g);
+                    return Err(Error::CallCycle {
+                        chain: self.name_cycle(&path, from, to),
+                    });
                 }
-                if let Some(w) = g.get(&n) {
-                    for (m, _) in &w.on {
+                if let Some(on) = g.get(&n) {
+                    for m in on {
                         if *m != t && !parent.contains_key(m) {
                             parent.insert(*m, n);
                             stack.push(*m);
@@ -1068,18 +1064,34 @@ impl Inner {
                 }
             }
         }
-        g.entry(f)
-            .or_insert_with(|| Waiting {
-                id: from.id.clone(),
-                on: smallvec::SmallVec::new(),
-            })
-            .on
-            .push((t, to.id.clone()));
+        g.entry(f).or_default().push(t);
         Ok(WaitEdge {
             inner: self,
             from: f,
             to: t,
         })
+    }
+
+    /// The ids along a cycle `path` (cell addresses from `to` to `from`), ending with `to` again,
+    /// which closes it. The agents between the two ends are found among this runtime's cells
+    /// (every cell is there: a runtime never drops one), so the wait-for graph keeps no ids and
+    /// an edge costs no reference counts; this search runs only for a refused send.
+    fn name_cycle(&self, path: &[usize], from: &Arc<Cell>, to: &Arc<Cell>) -> Vec<AgentId> {
+        let (f, t) = (cell_key(from), cell_key(to));
+        let agents = self.agents.read();
+        let id = |k: usize| match k {
+            _ if k == f => from.id.clone(),
+            _ if k == t => to.id.clone(),
+            _ => agents
+                .values()
+                .find(|c| cell_key(c) == k)
+                .map(|c| c.id.clone())
+                .expect("an agent on a wait-for path has a cell in its runtime"),
+        };
+        path.iter()
+            .map(|&k| id(k))
+            .chain(std::iter::once(to.id.clone()))
+            .collect()
     }
 
     fn accept(&self) {
@@ -1126,7 +1138,7 @@ impl Inner {
     async fn send(
         self: &Arc<Self>,
         message: Message,
-        recipient: AgentId,
+        recipient: &AgentId,
         cell: Arc<Cell>,
         options: SendOptions,
     ) -> Result<Message, Error> {
@@ -1158,7 +1170,7 @@ impl Inner {
 
         let result = if self.running.load(Ordering::Acquire) {
             let message = self.intervene_send(message, &ctx).await?;
-            self.check_queue(&recipient)?;
+            self.check_queue(recipient)?;
             self.accept();
             let mut reply = None;
             let claim = ctx.cell.offer(depth < MAX_INLINE_DEPTH, true, || {
@@ -1173,9 +1185,10 @@ impl Inner {
             });
             match claim {
                 Claim::Owned(slot) => {
-                    let inner = self.clone();
                     let fut = Detach::new(async move {
                         let mut slot = slot;
+                        // The context's own runtime handle: no reference count of its own.
+                        let inner = &ctx.runtime;
                         let r = inner
                             .deliver(&ctx.cell, &mut slot, message, &ctx, depth)
                             .await;
@@ -1205,7 +1218,7 @@ impl Inner {
             }
         } else {
             // Not started: wait in the global queue for start() or process_next().
-            self.check_queue(&recipient)?;
+            self.check_queue(recipient)?;
             let (tx, rx) = oneshot::channel();
             self.enqueue(Envelope::Send {
                 message,
@@ -1214,7 +1227,7 @@ impl Inner {
             });
             self.await_reply(Some(rx), &token, target).await
         }?;
-        self.intervene_response(result, &recipient, response_to.as_ref())
+        self.intervene_response(result, recipient, response_to.as_ref())
             .await
     }
 
