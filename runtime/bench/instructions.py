@@ -11,6 +11,12 @@ chain request). Use it to A/B a change: same command before and after.
     python3 runtime/bench/instructions.py --workload publish_fanout --variant native
     python3 runtime/bench/instructions.py --workload state_roundtrip    # per agent, setup included
     python3 runtime/bench/instructions.py --components /tmp/old-guests   # other guest builds
+    python3 runtime/bench/instructions.py --workload rpc_chain --atomics # atomic operations
+
+`--atomics` counts, instead of instructions, the host's atomic read-modify-write instructions per
+operation (x86-64 `lock`-prefixed instructions and `xchg` with memory, found by disassembling the
+bench binary with objdump): reference counts, locks, counters. Each costs about 20 cycles even
+uncontended (9-10 ns on the 2-core VM), which an instruction count hides.
 
 Needs valgrind (Debian: `apt-get install valgrind`). Run it twice after rebuilding guests: the first
 run after a change compiles the component under valgrind (the compile cache is then warm).
@@ -19,10 +25,12 @@ run after a change compiles the component under valgrind (the compile cache is t
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -39,9 +47,14 @@ PER_AGENT = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)
 # bench's small pools get guard regions, about 1,200 instructions fewer per wasm call.
 
 
-def instructions(bench: Path, workload: str, variant: str, n: int, components: Path) -> int:
-    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(bench), "--child",
-           "--workload", workload, "--variant", variant, "--n", str(n), "--components", str(components)]
+def instructions(bench: Path, workload: str, variant: str, n: int, components: Path,
+                 dump: Path | None = None) -> int:
+    out_file = str(dump) if dump else "/dev/null"
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+    if dump:
+        cmd.append("--dump-instr=yes")
+    cmd += [str(bench), "--child", "--workload", workload, "--variant", variant, "--n", str(n),
+            "--components", str(components)]
     env = dict(os.environ)
     if variant == "wasm":
         env["WARREN_BENCH_EXPLICIT_CHECKS"] = "1"
@@ -54,14 +67,98 @@ def instructions(bench: Path, workload: str, variant: str, n: int, components: P
     return int(m.group(1))
 
 
+def self_costs(dump: Path, binary: str) -> collections.Counter:
+    """Instructions executed at each address of `binary`, from a callgrind dump made with
+    `--dump-instr=yes` (self cost: the inclusive cost lines after `calls=` are skipped)."""
+    cost: collections.Counter = collections.Counter()
+    names: dict[str, str] = {}
+    ob = None
+    last = 0
+    after_call = False
+
+    def position(tok: str) -> int:
+        if tok == "*":
+            return last
+        if tok[0] in "+-":
+            step = int(tok[1:], 16) if tok[1:].startswith("0x") else int(tok[1:])
+            return last + step if tok[0] == "+" else last - step
+        return int(tok, 16) if tok.startswith("0x") else int(tok)
+
+    for line in open(dump):
+        m = re.match(r"(c?ob)=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+        if m:
+            if m.group(3):
+                names[m.group(2)] = m.group(3)
+            if m.group(1) == "ob":
+                ob = names.get(m.group(2))
+            continue
+        if line.startswith("calls="):
+            after_call = True
+            continue
+        if not line or line[0] not in "+-*0123456789":
+            continue
+        parts = line.split()
+        last = position(parts[0])
+        if after_call:
+            after_call = False
+            continue
+        if ob == binary and len(parts) >= 3:
+            cost[last] += int(parts[-1])
+    return cost
+
+
+def atomic_sites(binary: Path) -> dict[int, str]:
+    """Addresses of atomic read-modify-write instructions in `binary`, with their functions."""
+    dis = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(binary)],
+                         capture_output=True, text=True, check=True).stdout
+    sites, func = {}, "?"
+    for line in dis.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if m:
+            func = m.group(1)
+            continue
+        m = re.match(r"^\s+([0-9a-f]+):\s+(.*)", line)
+        if m and (m.group(2).startswith("lock ") or re.match(r"xchg\s+\S*\(", m.group(2))
+                  or re.match(r"xchg\s+%\w+,\S*\(", m.group(2))):
+            sites[int(m.group(1), 16)] = func
+    return sites
+
+
+def atomics(args, small: int, large: int) -> None:
+    sites = atomic_sites(args.bench)
+    with tempfile.TemporaryDirectory() as tmp:
+        dumps = [Path(tmp) / f"cg.{n}" for n in (small, large)]
+        for n, dump in zip((small, large), dumps):
+            instructions(args.bench, args.workload, args.variant, n, args.components, dump)
+        a, b = (self_costs(d, str(args.bench.resolve())) for d in dumps)
+    # A position-independent binary may be reported at a load offset: take the one that lands
+    # on the most atomic sites.
+    base = max((0, 0x108000, 0x400000), key=lambda off: sum(1 for addr in b if addr - off in sites))
+    per_func: collections.Counter = collections.Counter()
+    for addr, n in b.items():
+        if addr - base in sites:
+            per_func[sites[addr - base]] += (n - a.get(addr, 0)) / (large - small)
+    total = sum(per_func.values())
+    print(f"{args.workload} {args.variant}: {total:,.1f} atomic read-modify-write instructions per "
+          f"operation in the host (callgrind, n={small} and n={large})")
+    for func, n in per_func.most_common(12):
+        if n >= 0.05:
+            print(f"  {n:6.2f}  {func[:140]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", default="rpc_roundtrip", choices=sorted({**SIZES, **PER_AGENT}))
     ap.add_argument("--variant", default="wasm", choices=["wasm", "native"])
     ap.add_argument("--components", type=Path, default=ROOT / "target/guests/wasm32-wasip2/guest")
     ap.add_argument("--bench", type=Path, default=ROOT / "target/release/warren-bench")
+    ap.add_argument("--atomics", action="store_true",
+                    help="count atomic read-modify-write instructions per operation instead")
     args = ap.parse_args()
     small, large = {**SIZES, **PER_AGENT}[args.workload]
+    if args.atomics:
+        atomics(args, small, large)
+        return
     a = instructions(args.bench, args.workload, args.variant, small, args.components)
     b = instructions(args.bench, args.workload, args.variant, large, args.components)
     checks = ", explicit bounds checks" if args.variant == "wasm" else ""
