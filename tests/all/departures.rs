@@ -89,11 +89,13 @@ async fn a_b_a_cycle_fails_at_once_naming_the_chain() {
 }
 
 /// A longer cycle names every agent on it, in call order: the ones between the send that closes it
-/// and the agent it returns to as well as the two ends.
+/// and the agent it returns to as well as the two ends. The wait-for graph keeps an entry for every
+/// agent that has sent from a handler; one that waits for nobody any more neither makes a cycle
+/// nor hides one.
 #[tokio::test]
 async fn a_long_cycle_names_every_agent_on_it() {
     let rt = relays().await;
-    // Agents that took part in earlier chains, so the cycle's agents are not the only cells.
+    // Agents that sent before and wait for nobody now.
     for k in 0..20 {
         let to = format!("b/x{k}");
         let r: String = within(rt.send(Forward { path: vec![to] }, &id(&format!("a/x{k}"))))
@@ -101,13 +103,18 @@ async fn a_long_cycle_names_every_agent_on_it() {
             .unwrap();
         assert_eq!(r, format!("answered by b/x{k}"));
     }
-    let req = Forward {
-        path: ["b/1", "a/2", "b/2", "a/1"].map(String::from).to_vec(),
+    let path = |p: &[&str]| Forward {
+        path: p.iter().map(|s| s.to_string()).collect(),
     };
-    let e = within(rt.send::<String>(req, &id("a/1")))
+    let e = within(rt.send::<String>(path(&["b/1", "a/2", "b/2", "a/1"]), &id("a/1")))
         .await
         .unwrap_err();
     assert_eq!(cycle_of(&e), ["a/1", "b/1", "a/2", "b/2", "a/1"], "{e}");
+    // The same agents in a chain that does not come back: no cycle.
+    let ok: String = within(rt.send(path(&["b/1", "a/2", "b/2", "a/3"]), &id("a/1")))
+        .await
+        .unwrap();
+    assert_eq!(ok, "answered by a/3");
     within(rt.stop_when_idle()).await.unwrap();
 }
 

@@ -132,6 +132,11 @@ struct AgentIdParts {
 }
 
 impl AgentId {
+    /// Whether both are the same shared id (not only equal ones): a pointer compare.
+    pub(crate) fn same(&self, other: &AgentId) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Builds an id, validating the type. The key is not validated (AutoGen accepts `""`, `/`, spaces).
     pub fn new(agent_type: impl AsRef<str>, key: impl AsRef<str>) -> Result<Self, IdError> {
         Ok(Self::from_parts(AgentType::new(agent_type)?, key))

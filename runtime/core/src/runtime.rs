@@ -197,7 +197,7 @@ pub(crate) struct Inner {
     outstanding: AtomicUsize,
     idle_waiters: AtomicUsize,
     idle: Notify,
-    /// The wait-for graph: by the waiting agent's cell (its address), the cells it waits for.
+    /// The wait-for graph: by the waiting agent's cell (its address), whom it waits for.
     waits: Mutex<FastMap<usize, Waiting>>,
     next_seq: AtomicU64,
     /// Default mailbox capacity, and per-type overrides.
@@ -902,11 +902,16 @@ impl AgentRuntime {
     }
 }
 
-/// An agent's outgoing edges in the wait-for graph: the cells it waits for, by address. Agents
-/// are known by their cell's address (both cells outlive the edge: the waiting handler holds its
-/// own, the send the recipient's), so an edge costs no reference counts; the ids that name a
-/// cycle are looked up only when there is one (see [`Inner::name_cycle`]).
-type Waiting = smallvec::SmallVec<[usize; 1]>;
+/// An agent's outgoing edges in the wait-for graph: the cells it waits for, by address, and its
+/// id to name a cycle. Agents are known by their cell's address (both cells outlive the edge: the
+/// waiting handler holds its own, the send the recipient's), so an edge costs no reference counts.
+/// An agent's entry stays when it waits for nobody any more (`on` empty), so its id is cloned once,
+/// on its first send from a handler, not on every send: entries number the agents that ever sent
+/// from a handler, as cells number the agents (a runtime drops neither).
+struct Waiting {
+    id: AgentId,
+    on: smallvec::SmallVec<[usize; 1]>,
+}
 
 fn cell_key(cell: &Arc<Cell>) -> usize {
     Arc::as_ptr(cell) as usize
@@ -922,14 +927,10 @@ struct WaitEdge<'a> {
 impl Drop for WaitEdge<'_> {
     fn drop(&mut self) {
         let mut g = self.inner.waits.lock();
-        if let std::collections::hash_map::Entry::Occupied(mut e) = g.entry(self.from) {
-            let on = e.get_mut();
-            if let Some(i) = on.iter().position(|x| *x == self.to) {
-                on.swap_remove(i);
-            }
-            if on.is_empty() {
-                e.remove();
-            }
+        if let Some(w) = g.get_mut(&self.from)
+            && let Some(i) = w.on.iter().position(|x| *x == self.to)
+        {
+            w.on.swap_remove(i);
         }
     }
 }
@@ -1036,26 +1037,28 @@ impl Inner {
         let mut g = self.waits.lock();
         // Is there a path to -> ... -> from? Then `from` waiting for `to` closes a cycle. (Only
         // if `to` waits for someone itself: a nested send's recipient usually does not.)
-        if g.contains_key(&t) {
+        if g.get(&t).is_some_and(|w| !w.on.is_empty()) {
             let mut parent: FastMap<usize, usize> = FastMap::default();
             let mut stack: smallvec::SmallVec<[usize; 8]> = smallvec::smallvec![t];
             while let Some(n) = stack.pop() {
                 if n == f {
-                    // The path from `to` to `from`, both ends included.
-                    let mut path = vec![f];
+                    // Every agent on the path but `from` waits for the next one: it is in `g`.
+                    let id = |k: usize| match k == f {
+                        true => from.id.clone(),
+                        false => g[&k].id.clone(),
+                    };
+                    let mut path = vec![id(f)];
                     let mut cur = f;
                     while cur != t {
                         cur = parent[&cur];
-                        path.push(cur);
+                        path.push(id(cur));
                     }
                     path.reverse();
-                    drop(g);
-                    return Err(Error::CallCycle {
-                        chain: self.name_cycle(&path, from, to),
-                    });
+                    path.push(to.id.clone());
+                    return Err(Error::CallCycle { chain: path });
                 }
-                if let Some(on) = g.get(&n) {
-                    for m in on {
+                if let Some(w) = g.get(&n) {
+                    for m in &w.on {
                         if *m != t && !parent.contains_key(m) {
                             parent.insert(*m, n);
                             stack.push(*m);
@@ -1064,34 +1067,21 @@ impl Inner {
                 }
             }
         }
-        g.entry(f).or_default().push(t);
+        let w = g.entry(f).or_insert_with(|| Waiting {
+            id: from.id.clone(),
+            on: smallvec::SmallVec::new(),
+        });
+        // An address names one cell for the runtime's life (it drops none); should that change,
+        // a reused address must not keep the old agent's id.
+        if !w.id.same(&from.id) {
+            w.id = from.id.clone();
+        }
+        w.on.push(t);
         Ok(WaitEdge {
             inner: self,
             from: f,
             to: t,
         })
-    }
-
-    /// The ids along a cycle `path` (cell addresses from `to` to `from`), ending with `to` again,
-    /// which closes it. The agents between the two ends are found among this runtime's cells
-    /// (every cell is there: a runtime never drops one), so the wait-for graph keeps no ids and
-    /// an edge costs no reference counts; this search runs only for a refused send.
-    fn name_cycle(&self, path: &[usize], from: &Arc<Cell>, to: &Arc<Cell>) -> Vec<AgentId> {
-        let (f, t) = (cell_key(from), cell_key(to));
-        let agents = self.agents.read();
-        let id = |k: usize| match k {
-            _ if k == f => from.id.clone(),
-            _ if k == t => to.id.clone(),
-            _ => agents
-                .values()
-                .find(|c| cell_key(c) == k)
-                .map(|c| c.id.clone())
-                .expect("an agent on a wait-for path has a cell in its runtime"),
-        };
-        path.iter()
-            .map(|&k| id(k))
-            .chain(std::iter::once(to.id.clone()))
-            .collect()
     }
 
     fn accept(&self) {
