@@ -118,8 +118,8 @@ def atomic_sites(binary: Path) -> dict[int, str]:
             func = m.group(1)
             continue
         m = re.match(r"^\s+([0-9a-f]+):\s+(.*)", line)
-        if m and (m.group(2).startswith("lock ") or re.match(r"xchg\s+\S*\(", m.group(2))
-                  or re.match(r"xchg\s+%\w+,\S*\(", m.group(2))):
+        # `xchg` with a memory operand (either side) is atomic without a prefix.
+        if m and (m.group(2).startswith("lock ") or re.match(r"xchg\s+\S*\(", m.group(2))):
             sites[int(m.group(1), 16)] = func
     return sites
 
