@@ -108,10 +108,16 @@ impl Capture {
     }
 
     pub fn has_event(&self, level: tracing::Level, needle: &str) -> bool {
+        self.count(level, needle) > 0
+    }
+
+    /// How many events at `level` carry `needle`.
+    pub fn count(&self, level: tracing::Level, needle: &str) -> usize {
         self.events
             .lock()
             .iter()
-            .any(|e| e.level == level && e.text.contains(needle))
+            .filter(|e| e.level == level && e.text.contains(needle))
+            .count()
     }
 }
 
