@@ -69,7 +69,7 @@ use bindings::warren::agent::host;
 pub use bindings::warren::agent::host::Level;
 pub use bindings::warren::agent::types::{AgentId, Error, SizeLimit, TopicId};
 use bindings::warren::agent::types::{
-    InlineBytes, Message, MessageContext, MessageData, MessageType,
+    Answer as WitAnswer, InlineBytes, Message, MessageContext, MessageData, MessageType,
 };
 use warren_typename::inline;
 
@@ -416,12 +416,17 @@ pub fn send<R: DeserializeOwned + 'static>(
 }
 
 /// Sends `message` to `recipient` as this agent and keeps its response as it arrived (see
-/// [`Reply`]).
+/// [`Reply`]): held by the host when the recipient has a handle, so the response is not copied
+/// into this instance unless [`Reply::decode`] reads it.
 pub fn send_raw<R: 'static>(
     message: &(impl Serialize + ?Sized),
     recipient: &AgentId,
 ) -> Result<Reply<R>, Error> {
-    Ok(Reply::wrap(send_message(recipient, &outgoing(message)?)?))
+    let message = outgoing(message)?;
+    Ok(match recipient_handle(recipient) {
+        Some(h) => Reply::held(host::send_to_held(h, &message)?),
+        None => Reply::wrap(host::send(recipient, &message)?),
+    })
 }
 
 /// Another agent's answer as it arrived: its message type and encoded data, unread. A handler
@@ -429,16 +434,44 @@ pub fn send_raw<R: 'static>(
 /// or a router wants); [`Reply::decode`] reads it. `R` is the type the answer is expected to have:
 /// it is declared in the agent's type table like any answer type, so it crosses the component
 /// boundary as an index.
+///
+/// A reply from [`send_raw`] stays in the host (`send-to-held`) until it is answered with, read or
+/// dropped: answering with it passes it on without copying it into this instance and back. It
+/// belongs to the message being handled: answered with from a later message, it is an error.
 pub struct Reply<R> {
-    message: Message,
+    repr: ReplyRepr,
     _r: std::marker::PhantomData<fn() -> R>,
+}
+
+enum ReplyRepr {
+    /// A message in this instance.
+    Here(Message),
+    /// A response the host holds for the message being handled.
+    Held(u32),
+    /// Answered with (nothing left to release).
+    Gone,
 }
 
 impl<R> Reply<R> {
     fn wrap(message: Message) -> Self {
         Reply {
-            message,
+            repr: ReplyRepr::Here(message),
             _r: std::marker::PhantomData,
+        }
+    }
+
+    fn held(handle: u32) -> Self {
+        Reply {
+            repr: ReplyRepr::Held(handle),
+            _r: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R> Drop for Reply<R> {
+    fn drop(&mut self) {
+        if let ReplyRepr::Held(h) = self.repr {
+            host::drop_held(h);
         }
     }
 }
@@ -446,7 +479,11 @@ impl<R> Reply<R> {
 impl<R: DeserializeOwned + 'static> Reply<R> {
     /// The answer as an `R` (an error if it is another type).
     pub fn decode(&self) -> Result<R, Error> {
-        decode_answer(&self.message)
+        match &self.repr {
+            ReplyRepr::Here(m) => decode_answer(m),
+            ReplyRepr::Held(h) => decode_answer(&host::held_response(*h)?),
+            ReplyRepr::Gone => unreachable!("a reply is used up only by answering with it"),
+        }
     }
 }
 
@@ -470,9 +507,10 @@ pub trait Answer: 'static {
     /// The type name declared for this answer, `None` for no message.
     #[doc(hidden)]
     fn declared_type() -> Option<&'static str>;
-    /// The answer as a message; `declared` is the index of [`Answer::declared_type`].
+    /// The answer as the host receives it; `declared` is the index of
+    /// [`Answer::declared_type`].
     #[doc(hidden)]
-    fn into_message(self, declared: Option<u32>) -> Result<Option<Message>, Error>;
+    fn into_message(self, declared: Option<u32>) -> Result<Option<WitAnswer>, Error>;
 }
 
 impl<S: Serialize + 'static> Answer for S {
@@ -480,15 +518,15 @@ impl<S: Serialize + 'static> Answer for S {
         (std::any::TypeId::of::<S>() != std::any::TypeId::of::<()>()).then(type_name_ref::<S>)
     }
 
-    fn into_message(self, declared: Option<u32>) -> Result<Option<Message>, Error> {
+    fn into_message(self, declared: Option<u32>) -> Result<Option<WitAnswer>, Error> {
         let Some(t) = declared else {
             return Ok(None);
         };
-        Ok(Some(Message {
+        Ok(Some(WitAnswer::Message(Message {
             message_type: MessageType::Declared(t),
             content_type: None,
             data: encode_data(&self)?,
-        }))
+        })))
     }
 }
 
@@ -497,8 +535,14 @@ impl<R: 'static> Answer for Reply<R> {
         Some(type_name_ref::<R>())
     }
 
-    fn into_message(self, _: Option<u32>) -> Result<Option<Message>, Error> {
-        Ok(Some(self.message))
+    fn into_message(mut self, _: Option<u32>) -> Result<Option<WitAnswer>, Error> {
+        Ok(Some(
+            match std::mem::replace(&mut self.repr, ReplyRepr::Gone) {
+                ReplyRepr::Here(m) => WitAnswer::Message(m),
+                ReplyRepr::Held(h) => WitAnswer::Held(h),
+                ReplyRepr::Gone => unreachable!("a reply is used up only by answering with it"),
+            },
+        ))
     }
 }
 
@@ -651,7 +695,7 @@ enum Outcome {
     /// The predicate declined; try the next handler.
     Declined,
     /// The handler ran: its response (none for no value), or its error.
-    Done(Result<Option<Message>, Error>),
+    Done(Result<Option<WitAnswer>, Error>),
 }
 
 /// A typed handler: decodes the message's data, checks the predicate, runs, encodes the response.
@@ -862,7 +906,7 @@ impl<A: 'static> Handlers<A> {
         agent: &mut A,
         message: Message,
         ctx: &Context,
-    ) -> Result<Option<Message>, Error> {
+    ) -> Result<Option<WitAnswer>, Error> {
         let index = match &message.message_type {
             MessageType::Declared(i) => Some(*i),
             MessageType::Named(name) => self.index_of(name),
@@ -887,7 +931,7 @@ impl<A: 'static> Handlers<A> {
         }
         let payload = self.to_payload(message)?;
         match &self.fallback {
-            Some(f) => Ok(f(agent, payload, ctx)?.map(|p| self.to_message(p))),
+            Some(f) => Ok(f(agent, payload, ctx)?.map(|p| WitAnswer::Message(self.to_message(p)))),
             None => Err(Error::CannotHandle(payload.type_name)),
         }
     }
@@ -900,7 +944,7 @@ pub mod __private {
 
     pub use wit_bindgen;
 
-    pub use crate::bindings::warren::agent::types::Message;
+    pub use crate::bindings::warren::agent::types::{Answer, Message};
 
     /// The agents a component instance hosts (one, or several of one type in a shared instance),
     /// with the handler table they share.
@@ -990,7 +1034,7 @@ pub mod __private {
         agent: u32,
         is_rpc: bool,
         message: Message,
-    ) -> Result<Option<Message>, Error> {
+    ) -> Result<Option<WitAnswer>, Error> {
         let ctx = Context::new(is_rpc);
         with_instance(key, |live| {
             let a = agent_in(&mut live.agents, agent).map_err(Error::HandlerFailed)?;
@@ -1045,7 +1089,7 @@ macro_rules! export_agent {
                     is_rpc: bool,
                     message: $crate::__private::Message,
                 ) -> ::core::result::Result<
-                    ::core::option::Option<$crate::__private::Message>,
+                    ::core::option::Option<$crate::__private::Answer>,
                     $crate::Error,
                 > {
                     $crate::__private::handle::<$agent>(&__WARREN_LIVE, agent, is_rpc, message)
@@ -1155,7 +1199,15 @@ mod tests {
     ) -> Result<Option<Payload>, Error> {
         let m = h.to_message(p);
         h.dispatch(a, m, &ctx(rpc))
-            .map(|r| r.map(|m| h.to_payload(m).unwrap()))
+            .map(|r| r.map(|m| h.to_payload(made(m)).unwrap()))
+    }
+
+    /// The message of an answer the handler made (not a held response).
+    fn made(a: WitAnswer) -> Message {
+        match a {
+            WitAnswer::Message(m) => m,
+            WitAnswer::Held(h) => panic!("answered with held response {h}"),
+        }
     }
 
     #[test]
@@ -1186,7 +1238,7 @@ mod tests {
         let mut a = Tester::default();
         let m = h.to_message(encode(&Ping { i: 4 }).unwrap());
         assert!(matches!(m.message_type, MessageType::Declared(0)));
-        let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+        let r = made(h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap());
         assert!(
             matches!(r.message_type, MessageType::Declared(1)),
             "the answer is interned too"
@@ -1202,7 +1254,7 @@ mod tests {
             content_type: None,
             data: MessageData::Bytes(b"{\"i\":6}".to_vec()),
         };
-        let r = h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap();
+        let r = made(h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap());
         assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), b"7");
         // An index outside the table is a typed error naming it, not a panic.
         let bad = Message {
@@ -1242,15 +1294,38 @@ mod tests {
         Relay::handlers(&mut h);
         assert_eq!(h.types, ["Ping", "Pong"], "the reply's type is declared");
         let m = h.to_message(encode(&Ping { i: 1 }).unwrap());
-        let r = h.dispatch(&mut Relay, m, &ctx(true)).unwrap().unwrap();
+        let r = made(h.dispatch(&mut Relay, m, &ctx(true)).unwrap().unwrap());
         assert!(matches!(r.message_type, MessageType::Named(ref n) if n == "Pong"));
         let MessageData::Bytes(data) = &r.data else {
             panic!("bytes in, bytes out");
         };
         assert_eq!(data, b"{ \"i\" : 7 }", "not decoded and encoded again");
-        let reply = Reply::<Pong>::wrap(r);
+        let reply = Reply::<Pong>::wrap(r.clone());
         assert_eq!(reply.decode().unwrap(), Pong { i: 7 });
-        assert!(Reply::<String>::wrap(reply.message).decode().is_err());
+        assert!(Reply::<String>::wrap(r).decode().is_err());
+    }
+
+    #[test]
+    fn answering_with_a_held_reply_hands_its_handle_back_without_releasing_it() {
+        #[derive(Serialize, Deserialize)]
+        struct Pong {
+            i: i64,
+        }
+        #[derive(Default, Serialize, Deserialize)]
+        struct Relay;
+        impl Agent for Relay {
+            fn handlers(h: &mut Handlers<Self>) {
+                // As if `ctx.send_raw::<Pong>(..)` had got held response 41 from the host.
+                h.rpc(|_: &mut Relay, _: Ping, _| Ok(Reply::<Pong>::held(41)));
+            }
+        }
+        let mut h = Handlers::new();
+        Relay::handlers(&mut h);
+        let m = h.to_message(encode(&Ping { i: 1 }).unwrap());
+        // Releasing it would call the host's `drop-held`, which a native test build cannot
+        // reach (it would panic): the answer moves the handle out instead.
+        let r = h.dispatch(&mut Relay, m, &ctx(true)).unwrap();
+        assert!(matches!(r, Some(WitAnswer::Held(41))), "{r:?}");
     }
 
     #[test]
@@ -1268,18 +1343,20 @@ mod tests {
         let mut a = Fwd;
         // An undeclared type reaches the fallback by name and goes back by name.
         let p = encode("text").unwrap();
-        let r = h
-            .dispatch(&mut a, h.to_message(p.clone()), &ctx(true))
-            .unwrap()
-            .unwrap();
+        let r = made(
+            h.dispatch(&mut a, h.to_message(p.clone()), &ctx(true))
+                .unwrap()
+                .unwrap(),
+        );
         assert!(matches!(r.message_type, MessageType::Named(ref n) if n == "str"));
         assert_eq!(format!("{:?}", h.to_payload(r).unwrap()), format!("{p:?}"));
         // An event of a declared type (the route is rpc-only) falls back with its name restored.
         let p = encode(&Ping { i: 1 }).unwrap();
-        let r = h
-            .dispatch(&mut a, h.to_message(p.clone()), &ctx(false))
-            .unwrap()
-            .unwrap();
+        let r = made(
+            h.dispatch(&mut a, h.to_message(p.clone()), &ctx(false))
+                .unwrap()
+                .unwrap(),
+        );
         assert!(matches!(r.message_type, MessageType::Declared(0)));
         assert_eq!(format!("{:?}", h.to_payload(r).unwrap()), format!("{p:?}"));
     }
@@ -1323,14 +1400,14 @@ mod tests {
             let text = "x".repeat(n);
             let m = h.to_message(encode(&text).unwrap());
             assert_eq!(matches!(m.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
-            let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+            let r = made(h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap());
             assert_eq!(matches!(r.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
             assert_eq!(decode::<String>(&h.to_payload(r).unwrap()).unwrap(), text);
         }
         // A long answer right after a short one, and the other way round (one reused buffer).
         for n in [500, 3, 700, 1] {
             let m = h.to_message(encode(&"y".repeat(n)).unwrap());
-            let r = h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap();
+            let r = made(h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap());
             assert_eq!(
                 decode::<String>(&h.to_payload(r).unwrap()).unwrap().len(),
                 n

@@ -17,6 +17,7 @@ wasmtime::component::bindgen!({
     imports: {
         "warren:agent/host.send": async,
         "warren:agent/host.send-to": async,
+        "warren:agent/host.send-to-held": async,
         "warren:agent/host.publish": async,
     },
     exports: { default: async },
@@ -318,6 +319,65 @@ pub(crate) struct Recipients {
     handles: std::collections::HashMap<warren_core::AgentId, u32>,
 }
 
+/// The most responses one instance may hold at a time (`send-to-held`).
+pub(crate) const MAX_HELD: usize = 256;
+
+/// The responses an instance holds (`send-to-held`) for the `handle` call in progress, by
+/// handle. Emptied when that call returns; handles are not reused, so a stale one is refused
+/// rather than taken for a newer response.
+#[derive(Default)]
+pub(crate) struct Held {
+    responses: Vec<(u32, Message)>,
+    next: u32,
+}
+
+impl Held {
+    /// Refuses a new held response when the instance holds as many as it may.
+    fn room(&self) -> Result<(), wit::Error> {
+        if self.responses.len() >= MAX_HELD {
+            return Err(wit::Error::Other(format!(
+                "this instance holds {MAX_HELD} responses, the most it may (answer with or drop \
+                 one first)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, response: Message) -> u32 {
+        let handle = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.responses.push((handle, response));
+        handle
+    }
+
+    fn get(&self, handle: u32) -> Result<&Message, wit::Error> {
+        self.responses
+            .iter()
+            .find(|(h, _)| *h == handle)
+            .map(|(_, m)| m)
+            .ok_or_else(|| not_held(handle))
+    }
+
+    /// Removes and returns held response `handle`.
+    pub(crate) fn take(&mut self, handle: u32) -> Option<Message> {
+        let i = self.responses.iter().position(|(h, _)| *h == handle)?;
+        Some(self.responses.swap_remove(i).1)
+    }
+
+    /// Releases every held response (the `handle` call that held them returned).
+    pub(crate) fn clear(&mut self) {
+        self.responses.clear();
+    }
+}
+
+/// The error for a handle that names no held response.
+pub(crate) fn not_held(handle: u32) -> wit::Error {
+    wit::Error::Other(format!(
+        "held response {handle} is not held by this instance (dropped, already answered with, or \
+         held during an earlier call)"
+    ))
+}
+
 impl StoreState {
     /// Refuses an outgoing message bigger than the plugin's limit (`target` names where it was
     /// going, built only for the error).
@@ -370,6 +430,29 @@ impl StoreState {
             sender: Some(self.whom.id()),
             ..Default::default()
         }
+    }
+
+    /// `send-to`: the send to resolved recipient `recipient`, and the runtime it went through.
+    async fn send_to_handle(
+        &mut self,
+        recipient: u32,
+        message: wit::Message,
+    ) -> Result<(warren_core::AgentRuntime, Message), wit::Error> {
+        let Some(to) = self.recipients.refs.get(recipient as usize) else {
+            return Err(wit::Error::UnknownAgent(format!(
+                "recipient handle {recipient} was not given to this instance by `resolve` \
+                 (it holds {})",
+                self.recipients.refs.len()
+            )));
+        };
+        self.check_size(|| Target::Agent(to.id().clone()), message.data.len())?;
+        let message = from_wit_message(message, self.plugin.types())?;
+        let rt = self.running(|| Target::Agent(to.id().clone()))?;
+        let response = rt
+            .send_message_to(message, to, self.send_options())
+            .await
+            .map_err(|e| to_wit_error(&e))?;
+        Ok((rt, response))
     }
 
     /// A send's response as the guest receives it.
@@ -452,21 +535,42 @@ impl warren::agent::host::Host for StoreState {
         recipient: u32,
         message: wit::Message,
     ) -> Result<wit::Message, wit::Error> {
-        let Some(to) = self.recipients.refs.get(recipient as usize) else {
-            return Err(wit::Error::UnknownAgent(format!(
-                "recipient handle {recipient} was not given to this instance by `resolve` \
-                 (it holds {})",
-                self.recipients.refs.len()
-            )));
-        };
-        self.check_size(|| Target::Agent(to.id().clone()), message.data.len())?;
-        let message = from_wit_message(message, self.plugin.types())?;
-        let rt = self.running(|| Target::Agent(to.id().clone()))?;
-        let response = rt
-            .send_message_to(message, to, self.send_options())
-            .await
-            .map_err(|e| to_wit_error(&e))?;
+        let (rt, response) = self.send_to_handle(recipient, message).await?;
         self.response(&rt, &response)
+    }
+
+    async fn send_to_held(
+        &mut self,
+        recipient: u32,
+        message: wit::Message,
+    ) -> Result<u32, wit::Error> {
+        self.held.room()?;
+        let (rt, response) = self.send_to_handle(recipient, message).await?;
+        // Held as bytes (or as no value), as the guest would have received it: an answer made of
+        // it is then checked against this plugin's size limit like any other.
+        let response = match response.bytes() {
+            Some(_) => response,
+            None if response.is_empty() => response,
+            None => encoding(|buf| {
+                let e = rt.encode(&response, buf).map_err(|e| to_wit_error(&e))?;
+                Ok(Message::from_payload(warren_core::Payload {
+                    type_name: e.type_name.into_owned(),
+                    content_type: e.content_type.into_owned().into(),
+                    data: e.data.into_owned(),
+                }))
+            })?,
+        };
+        Ok(self.held.hold(response))
+    }
+
+    fn held_response(&mut self, held: u32) -> Result<wit::Message, wit::Error> {
+        let response = self.held.get(held)?;
+        let rt = self.running(|| Target::Agent(self.whom.id()))?;
+        self.response(&rt, response)
+    }
+
+    fn drop_held(&mut self, held: u32) {
+        self.held.take(held);
     }
 
     async fn publish(

@@ -250,6 +250,8 @@ pub(crate) struct StoreState {
     pub(crate) last_recipient: Option<warren_core::AgentId>,
     /// The recipients this instance resolved for `send-to`.
     pub(crate) recipients: crate::bindings::Recipients,
+    /// The responses held for the `handle` call in progress (`send-to-held`).
+    pub(crate) held: crate::bindings::Held,
 }
 
 /// The parts of a [`warren_core::MessageContext`] a guest can ask for (cheap to clone: shared ids).
@@ -506,12 +508,12 @@ fn imports_host_fn(component: &Component, engine: &Engine, wanted: impl Fn(&str)
         })
 }
 
-/// Whether a component imports a function that can wait: `send`, `send-to` or `publish` (they wait for
-/// another agent), or any file or socket operation. Everything else a plugin may import has a
-/// synchronous definition on the sync linker.
+/// Whether a component imports a function that can wait: `send`, `send-to`, `send-to-held` or
+/// `publish` (they wait for another agent), or any file or socket operation. Everything else a
+/// plugin may import has a synchronous definition on the sync linker.
 fn needs_async(component: &Component, engine: &Engine) -> bool {
     imports_host_fn(component, engine, |f| {
-        matches!(f, "send" | "send-to" | "publish")
+        matches!(f, "send" | "send-to" | "send-to-held" | "publish")
     }) || component
         .component_type()
         .imports(engine)
@@ -979,6 +981,7 @@ impl WasmHost {
                 handling: None,
                 last_recipient: None,
                 recipients: Default::default(),
+                held: Default::default(),
             },
         );
         store.limiter(|s| &mut s.limiter);

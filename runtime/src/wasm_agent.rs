@@ -68,12 +68,23 @@ impl Live {
     }
 }
 
-/// Ends a call begun with `Me::before_call`.
-fn after_call(live: &mut Live, asks_context: bool) {
+/// What a `handle` call returned.
+type Handled = wasmtime::Result<Result<Option<bindings::wit::Answer>, bindings::wit::Error>>;
+
+/// Ends a `handle` call begun with `Me::before_call`. The responses the guest held during the
+/// call are released; the one it answered with, if it did, is returned.
+fn after_call(live: &mut Live, asks_context: bool, handled: &Handled) -> Option<Message> {
+    let data = live.store.data_mut();
     if asks_context {
-        live.store.data_mut().handling = None;
+        data.handling = None;
     }
+    let answered = match handled {
+        Ok(Ok(Some(bindings::wit::Answer::Held(h)))) => data.held.take(*h),
+        _ => None,
+    };
+    data.held.clear();
     live.in_call = false;
+    answered
 }
 
 /// An instance slot: the live instance (none until built, or after it was discarded) and how
@@ -424,21 +435,31 @@ impl Me {
         asks_context
     }
 
-    /// The handler's answer to `message`, or the error of its failed call.
+    /// The handler's answer to `message`, or the error of its failed call. `held` is the held
+    /// response it answered with, taken by [`after_call`].
     fn answer(
         &self,
         inst: &mut Instance,
         message: &bindings::wit::Message,
-        r: wasmtime::Result<Result<Option<bindings::wit::Message>, bindings::wit::Error>>,
+        r: Handled,
+        held: Option<Message>,
     ) -> Result<Message, Error> {
         // The handled message's type, named only for an error.
         let type_name = || bindings::type_name_of(message, self.shared.types());
         match r {
-            Ok(Ok(Some(m))) => {
+            Ok(Ok(Some(bindings::wit::Answer::Message(m)))) => {
                 // A response is a message too: its caller gets the limit error, not the bytes.
                 self.check_size(m.data.len())?;
                 bindings::from_wit_message(m, self.shared.types())
                     .map_err(|e| bindings::from_wit_error(&self.id, type_name(), e))
+            }
+            Ok(Ok(Some(bindings::wit::Answer::Held(h)))) => {
+                let m = held.ok_or_else(|| {
+                    bindings::from_wit_error(&self.id, type_name(), bindings::not_held(h))
+                })?;
+                // Held responses are bytes or no value (see `send-to-held`).
+                self.check_size(m.bytes().map_or(0, |(_, _, data)| data.len()))?;
+                Ok(m)
             }
             Ok(Ok(None)) => Ok(Message::empty()),
             Ok(Err(e)) => Err(bindings::from_wit_error(&self.id, type_name(), e)),
@@ -473,8 +494,8 @@ impl Agent for WasmAgent {
         let live = me.ready(inst, slot).await?;
         let asks_context = me.before_call(live, ctx);
         let r = call!(live, call_handle, slot, ctx.is_rpc, &message);
-        after_call(live, asks_context);
-        me.answer(inst, &message, r)
+        let held = after_call(live, asks_context, &r);
+        me.answer(inst, &message, r, held)
     }
 
     /// A plugin whose calls never wait (see `host::Pre`), with its instance live, holding this
@@ -520,8 +541,8 @@ impl Agent for WasmAgent {
             }
             World::Async(_) => unreachable!("checked above"),
         };
-        after_call(live, asks_context);
-        Some(me.answer(inst, &message, r))
+        let held = after_call(live, asks_context, &r);
+        Some(me.answer(inst, &message, r, held))
     }
 
     fn description(&self) -> String {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::{
-    AgentId, AgentRuntime, Ceilings, Error, Manifest, PluginError, Tenant, TenantConfig, TopicId,
+    AgentId, AgentRuntime, BoxError, Ceilings, Error, Manifest, MessageContext, PluginError,
+    RoutedAgent, Routes, Target, Tenant, TenantConfig, TopicId,
 };
 
 use crate::common::*;
@@ -194,6 +195,16 @@ struct Forge {
 struct Hoard {
     count: u64,
 }
+#[derive(Debug, Serialize, Deserialize)]
+struct Keep {
+    count: u64,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Stash {
+    to: String,
+}
+#[derive(Debug, Serialize, Deserialize)]
+struct Unstash {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_interrupted_at_its_deadline() {
@@ -463,6 +474,104 @@ async fn recipient_handles_cannot_be_forged_or_hoarded() {
         );
         // The instance keeps sending, by id now, to an agent it has no handle for.
         assert_eq!(reach(rt, "faulty/h", "echo/late").await.unwrap(), 1);
+    })
+    .await;
+}
+
+/// Responses a guest holds in the host (`send-to-held`) are bounded per instance and last one
+/// `handle` call: a plugin that holds them and never lets go cannot grow the host's memory, and
+/// one that keeps a held reply past its call gets a typed error, not some later response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_responses_are_bounded_and_last_one_call() {
+    under_attack(|t| async move {
+        let rt = t.runtime();
+        let b: Blob = rt
+            .send(Keep { count: 1000 }, &id("faulty/k"))
+            .await
+            .unwrap();
+        assert!(
+            b.data.starts_with("held 256, then Some(\"Error::Other(")
+                && b.data
+                    .contains("this instance holds 256 responses, the most it may")
+                && b.data.contains("; first reads Some(Ok(")
+                && b.data.ends_with("; earlier None"),
+            "{}",
+            b.data
+        );
+        // That call returned, so all 256 were released: there is room again, and the first of
+        // them can no longer be read.
+        let b: Blob = rt.send(Keep { count: 3 }, &id("faulty/k")).await.unwrap();
+        assert!(
+            b.data
+                .starts_with("held 3, then None; first reads Some(Ok(")
+                && b.data.contains("earlier Some(Err(")
+                && b.data.contains("is not held by this instance"),
+            "{}",
+            b.data
+        );
+        // A reply kept in the agent past its call is refused when answered with later, as a
+        // failure of that agent's handler; the agent keeps working.
+        let c: Count = rt
+            .send(
+                Stash {
+                    to: "echo/s".into(),
+                },
+                &id("faulty/s"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.value, 1);
+        let e = rt
+            .send::<Pong>(Unstash {}, &id("faulty/s"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::HandlerFailed { ref agent, .. } if *agent == id("faulty/s"))
+                && e.to_string().contains("is not held by this instance"),
+            "{e}"
+        );
+        let c: Count = rt.send(Inc { by: 2 }, &id("faulty/s")).await.unwrap();
+        assert_eq!(c.value, 2);
+    })
+    .await;
+}
+
+/// A relay answering with a response it holds (`send_raw`) is held to its plugin's size limit as
+/// if it had made that answer itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_on_response_larger_than_the_limit_is_refused() {
+    struct Big;
+    impl RoutedAgent for Big {
+        fn routes(r: &mut Routes<Self>) {
+            r.rpc(|_: &mut Big, _: &Forward, _: &MessageContext| {
+                Box::pin(async { Ok::<_, BoxError>("z".repeat(100 << 10)) })
+            });
+        }
+    }
+    under_attack(|t| async move {
+        let rt = t.runtime();
+        rt.register_routed("big", |_| Big).await.unwrap();
+        let forward = |to: &str| Forward {
+            path: vec![to.to_string()],
+        };
+        let e = rt
+            .send::<String>(forward("big/x"), &id("hop/r"))
+            .await
+            .unwrap_err();
+        match e {
+            Error::MessageTooLarge {
+                target: Target::Agent(ref agent),
+                size,
+                limit,
+            } => {
+                assert_eq!(*agent, id("hop/r"), "{e}");
+                assert!(size > 100 << 10 && limit == 64 << 10, "{e}");
+            }
+            other => panic!("expected MessageTooLarge, got {other}"),
+        }
+        // Within the limit it passes.
+        let r: String = rt.send(forward("hop/s"), &id("hop/r")).await.unwrap();
+        assert_eq!(r, "answered by hop/s");
     })
     .await;
 }

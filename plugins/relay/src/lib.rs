@@ -4,8 +4,11 @@
 //!   type and returns the answer; the agent with key `HOPS - 1` answers `HopResp{i, hops + 1}`.
 //!   This is the benchmark's 10-hop `rpc_chain`.
 //! - `Forward{path}`: sends `Forward{rest}` to the first agent of `path` (any agent, native or
-//!   wasm, that understands `Forward`) and returns its answer; with an empty path it answers
-//!   `"answered by <its id>"`. The tests build call chains and cycles with it.
+//!   wasm, that understands `Forward`) and returns its answer as it came; with an empty path it
+//!   answers `"answered by <its id>"`. The tests build call chains and cycles with it.
+//!
+//! Both pass the next agent's answer on with `send_raw`: the host holds it, and the relay answers
+//! with it without it being copied into the relay's memory and back.
 
 use serde::{Deserialize, Serialize};
 use warren_guest::{Agent, AgentId, Context, Error, Handlers, Reply};
@@ -59,7 +62,7 @@ impl Agent for Relay {
     }
 
     fn handlers(h: &mut Handlers<Self>) {
-        // The next hop's answer goes back as it came: not decoded and encoded again.
+        // The next hop's answer goes back as it came: not copied in, decoded or encoded again.
         h.rpc(|me: &mut Relay, m: HopReq, ctx: &Context| match &me.next {
             Some(next) => ctx.send_raw::<HopResp>(
                 &HopReq {
@@ -75,8 +78,8 @@ impl Agent for Relay {
         });
         h.rpc(
             |_: &mut Relay, m: Forward, ctx: &Context| match m.path.split_first() {
-                None => Ok(format!("answered by {}", ctx.self_id())),
-                Some((next, rest)) => ctx.send::<String>(
+                None => Reply::new(&format!("answered by {}", ctx.self_id())),
+                Some((next, rest)) => ctx.send_raw::<String>(
                     &Forward {
                         path: rest.to_vec(),
                     },

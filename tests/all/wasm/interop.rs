@@ -159,6 +159,33 @@ fn chain_in(e: &Error) -> Vec<String> {
     }
 }
 
+/// Relays pass their next hop's answer on as it came (`send_raw`: the host holds it, the relay
+/// answers with it): a long answer from a native agent arrives intact through two of them.
+#[tokio::test]
+async fn relays_pass_long_native_answers_on_intact() {
+    struct Long;
+    impl RoutedAgent for Long {
+        fn routes(r: &mut Routes<Self>) {
+            r.rpc(|_: &mut Long, _: &Forward, ctx: &MessageContext| {
+                let text = format!("{} {}", ctx.agent_id(), "é-\"".repeat(5000));
+                Box::pin(async move { Ok::<_, BoxError>(text) })
+            });
+        }
+    }
+    let rt = mixed().await;
+    rt.register_routed("long", |_| Long).await.unwrap();
+    let r: String = within(rt.send(path(&["hop/b", "long/x"]), &id("hop/a")))
+        .await
+        .unwrap();
+    assert_eq!(r, format!("long/x {}", "é-\"".repeat(5000)));
+    // Short answers, from wasm and native agents, as before.
+    let r: String = within(rt.send(path(&["hop/b", "native/c"]), &id("hop/a")))
+        .await
+        .unwrap();
+    assert_eq!(r, "answered by native/c");
+    within(rt.stop_when_idle()).await.unwrap();
+}
+
 #[tokio::test]
 async fn call_cycles_through_wasm_agents_are_typed_errors() {
     let rt = mixed().await;
