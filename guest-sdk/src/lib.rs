@@ -1269,27 +1269,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_reply_is_passed_on_as_it_came_and_its_type_is_declared() {
-        #[derive(Serialize, Deserialize, Debug, PartialEq)]
-        struct Pong {
-            i: i64,
-        }
-        #[derive(Default, Serialize, Deserialize)]
-        struct Relay;
-        impl Agent for Relay {
-            fn handlers(h: &mut Handlers<Self>) {
-                // As if `ctx.send_raw::<Pong>(..)` had returned this answer: JSON no encoder
-                // would write, and a type given by name.
-                h.rpc(|_: &mut Relay, _: Ping, _| {
-                    Ok(Reply::<Pong>::wrap(Message {
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Pong {
+        i: i64,
+    }
+
+    /// Answers `Ping{i}` the way a relay does, with a reply it got: for `i` = 41, held response
+    /// 41 (as if `ctx.send_raw::<Pong>(..)` had got it held by the host); otherwise one it got as
+    /// bytes (JSON no encoder would write, and a type given by name).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Relay;
+    impl Agent for Relay {
+        fn handlers(h: &mut Handlers<Self>) {
+            h.rpc(|_: &mut Relay, m: Ping, _| {
+                Ok(match m.i {
+                    41 => Reply::<Pong>::held(41),
+                    _ => Reply::<Pong>::wrap(Message {
                         message_type: MessageType::Named("Pong".into()),
                         content_type: None,
                         data: MessageData::Bytes(b"{ \"i\" : 7 }".to_vec()),
-                    }))
-                });
-            }
+                    }),
+                })
+            });
         }
+    }
+
+    #[test]
+    fn a_reply_is_passed_on_as_it_came_and_its_type_is_declared() {
         let mut h = Handlers::new();
         Relay::handlers(&mut h);
         assert_eq!(h.types, ["Ping", "Pong"], "the reply's type is declared");
@@ -1307,21 +1313,9 @@ mod tests {
 
     #[test]
     fn answering_with_a_held_reply_hands_its_handle_back_without_releasing_it() {
-        #[derive(Serialize, Deserialize)]
-        struct Pong {
-            i: i64,
-        }
-        #[derive(Default, Serialize, Deserialize)]
-        struct Relay;
-        impl Agent for Relay {
-            fn handlers(h: &mut Handlers<Self>) {
-                // As if `ctx.send_raw::<Pong>(..)` had got held response 41 from the host.
-                h.rpc(|_: &mut Relay, _: Ping, _| Ok(Reply::<Pong>::held(41)));
-            }
-        }
         let mut h = Handlers::new();
         Relay::handlers(&mut h);
-        let m = h.to_message(encode(&Ping { i: 1 }).unwrap());
+        let m = h.to_message(encode(&Ping { i: 41 }).unwrap());
         // Releasing it would call the host's `drop-held`, which a native test build cannot
         // reach (it would panic): the answer moves the handle out instead.
         let r = h.dispatch(&mut Relay, m, &ctx(true)).unwrap();
