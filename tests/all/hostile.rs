@@ -205,6 +205,11 @@ struct Stash {
 }
 #[derive(Debug, Serialize, Deserialize)]
 struct Unstash {}
+#[derive(Debug, Serialize, Deserialize)]
+struct Churn {
+    to: String,
+    count: u64,
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_is_interrupted_at_its_deadline() {
@@ -532,6 +537,19 @@ async fn held_responses_are_bounded_and_last_one_call() {
         );
         let c: Count = rt.send(Inc { by: 2 }, &id("faulty/s")).await.unwrap();
         assert_eq!(c.value, 2);
+        // The SDK reads a held reply through the host and releases it when the reply is dropped:
+        // a handler can take more replies in one call than an instance may hold at once.
+        let c: Count = rt
+            .send(
+                Churn {
+                    to: "echo/c".into(),
+                    count: 300,
+                },
+                &id("faulty/c"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(c.value, (0..300).sum::<i64>());
     })
     .await;
 }
