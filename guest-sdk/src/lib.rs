@@ -439,30 +439,23 @@ pub fn send_raw<R: 'static>(
 /// dropped: answering with it passes it on without copying it into this instance and back. It
 /// belongs to the message being handled: answered with from a later message, it is an error.
 pub struct Reply<R> {
-    repr: ReplyRepr,
+    /// The answer as `handle` passes it on: a message in this instance, or a response the host
+    /// holds. `None` once answered with.
+    answer: Option<WitAnswer>,
     _r: std::marker::PhantomData<fn() -> R>,
-}
-
-enum ReplyRepr {
-    /// A message in this instance.
-    Here(Message),
-    /// A response the host holds for the message being handled.
-    Held(u32),
-    /// Answered with (nothing left to release).
-    Gone,
 }
 
 impl<R> Reply<R> {
     fn wrap(message: Message) -> Self {
         Reply {
-            repr: ReplyRepr::Here(message),
+            answer: Some(WitAnswer::Message(message)),
             _r: std::marker::PhantomData,
         }
     }
 
     fn held(handle: u32) -> Self {
         Reply {
-            repr: ReplyRepr::Held(handle),
+            answer: Some(WitAnswer::Held(handle)),
             _r: std::marker::PhantomData,
         }
     }
@@ -470,7 +463,7 @@ impl<R> Reply<R> {
 
 impl<R> Drop for Reply<R> {
     fn drop(&mut self) {
-        if let ReplyRepr::Held(h) = self.repr {
+        if let Some(WitAnswer::Held(h)) = self.answer {
             host::drop_held(h);
         }
     }
@@ -479,10 +472,10 @@ impl<R> Drop for Reply<R> {
 impl<R: DeserializeOwned + 'static> Reply<R> {
     /// The answer as an `R` (an error if it is another type).
     pub fn decode(&self) -> Result<R, Error> {
-        match &self.repr {
-            ReplyRepr::Here(m) => decode_answer(m),
-            ReplyRepr::Held(h) => decode_answer(&host::held_response(*h)?),
-            ReplyRepr::Gone => unreachable!("a reply is used up only by answering with it"),
+        match &self.answer {
+            Some(WitAnswer::Message(m)) => decode_answer(m),
+            Some(WitAnswer::Held(h)) => decode_answer(&host::held_response(*h)?),
+            None => unreachable!("a reply is used up only by answering with it"),
         }
     }
 }
@@ -536,13 +529,8 @@ impl<R: 'static> Answer for Reply<R> {
     }
 
     fn into_message(mut self, _: Option<u32>) -> Result<Option<WitAnswer>, Error> {
-        Ok(Some(
-            match std::mem::replace(&mut self.repr, ReplyRepr::Gone) {
-                ReplyRepr::Here(m) => WitAnswer::Message(m),
-                ReplyRepr::Held(h) => WitAnswer::Held(h),
-                ReplyRepr::Gone => unreachable!("a reply is used up only by answering with it"),
-            },
-        ))
+        // Taken, so dropping the reply releases nothing.
+        Ok(self.answer.take())
     }
 }
 
