@@ -69,7 +69,8 @@ use bindings::warren::agent::host;
 pub use bindings::warren::agent::host::Level;
 pub use bindings::warren::agent::types::{AgentId, Error, SizeLimit, TopicId};
 use bindings::warren::agent::types::{
-    Answer as WitAnswer, InlineBytes, Message, MessageContext, MessageData, MessageType,
+    Answer as WitAnswer, ContentType, InlineBytes, Message, MessageContext, MessageData,
+    MessageType,
 };
 use warren_typename::inline;
 
@@ -81,15 +82,70 @@ use warren_typename::inline;
 pub struct Payload {
     /// The message type name, e.g. `WorkRequest` (a bare type name, no module path).
     pub type_name: String,
-    /// The encoding of `data`: `None` for JSON.
+    /// The encoding of `data`: `None` for JSON, [`MSGPACK`] for MessagePack (what this SDK
+    /// encodes), or another content type, which the SDK cannot decode.
     pub content_type: Option<String>,
     /// The encoded message.
     pub data: Vec<u8>,
 }
 
-/// The content type of every payload this SDK produces (sent as `content_type: None`, which
-/// means JSON; `Some("application/json")` is accepted too).
+/// JSON's content type. A payload says it with `content_type: None` (`Some(JSON)` is accepted
+/// too). The SDK decodes JSON (what the host sends native agents' messages in) and writes agent
+/// state as JSON.
 pub const JSON: &str = "application/json";
+
+/// MessagePack's content type: what the SDK encodes every message in, with struct fields keyed by
+/// name (`rmp_serde::to_vec_named`), so that, as with JSON, a sender's and a receiver's types
+/// match field by field by name, not by position. It takes a wasm agent half the instructions
+/// JSON does. The host decodes it for native agents and turns it into JSON for whatever needs
+/// JSON text.
+pub const MSGPACK: &str = "application/msgpack";
+
+/// The encodings the SDK reads.
+#[derive(Clone, Copy, Debug)]
+enum Codec {
+    Json,
+    Msgpack,
+}
+
+impl Codec {
+    /// The codec of a content type as the WIT carries it; another content type is returned.
+    #[inline]
+    fn of(ct: &ContentType) -> Result<Codec, &str> {
+        match ct {
+            ContentType::Json => Ok(Codec::Json),
+            ContentType::Msgpack => Ok(Codec::Msgpack),
+            ContentType::Other(name) => Codec::named(Some(name)),
+        }
+    }
+
+    /// The codec of a payload's content type (`None` is JSON).
+    fn named(ct: Option<&str>) -> Result<Codec, &str> {
+        match ct {
+            None | Some(JSON) => Ok(Codec::Json),
+            Some(MSGPACK) => Ok(Codec::Msgpack),
+            Some(other) => Err(other),
+        }
+    }
+}
+
+/// A payload's content type as the WIT carries it.
+fn content_type_to_wit(ct: Option<String>) -> ContentType {
+    match Codec::named(ct.as_deref()) {
+        Ok(Codec::Json) => ContentType::Json,
+        Ok(Codec::Msgpack) => ContentType::Msgpack,
+        Err(_) => ContentType::Other(ct.unwrap_or_default()),
+    }
+}
+
+/// A WIT content type as a payload's.
+fn content_type_from_wit(ct: ContentType) -> Option<String> {
+    match ct {
+        ContentType::Json => None,
+        ContentType::Msgpack => Some(MSGPACK.to_owned()),
+        ContentType::Other(name) => Some(name),
+    }
+}
 
 /// The bare name of a Rust type (`my::mod::WorkRequest` → `WorkRequest`), which is the message
 /// type name on the wire; the host names messages with the same function.
@@ -146,31 +202,35 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-/// Encodes `value` as a JSON payload named after its type.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
-    encode_as(value, type_name_of::<T>())
+impl From<rmp_serde::encode::Error> for Error {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        Error::Other(format!("MessagePack: {e}"))
+    }
 }
 
-/// Encodes `value` as a JSON payload named `type_name` (already computed: the handler table
-/// names each message type once, not once per message).
-fn encode_as<T: Serialize + ?Sized>(value: &T, type_name: String) -> Result<Payload, Error> {
+/// Encodes `value` as a MessagePack payload named after its type (as the SDK sends messages).
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
     Ok(Payload {
-        type_name,
-        content_type: None,
-        data: serde_json::to_vec(value)?,
+        type_name: type_name_of::<T>(),
+        content_type: Some(MSGPACK.to_owned()),
+        data: rmp_serde::to_vec_named(value)?,
     })
 }
 
-/// Decodes a JSON payload into `T`. The payload's type name must be `T`'s (or `T` must be
-/// `serde_json::Value`, which accepts anything).
+/// Decodes a JSON or MessagePack payload into `T`. The payload's type name must be `T`'s (or `T`
+/// must be `serde_json::Value`, which accepts anything).
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
-    decode_as(&p.type_name, p.content_type.as_deref(), &p.data)
+    decode_as(
+        &p.type_name,
+        Codec::named(p.content_type.as_deref()),
+        &p.data,
+    )
 }
 
 /// Decodes data of type `type_name` into `T`, which must be that type (or `serde_json::Value`).
 fn decode_as<T: DeserializeOwned + 'static>(
     type_name: &str,
-    content_type: Option<&str>,
+    content_type: Result<Codec, &str>,
     data: &[u8],
 ) -> Result<T, Error> {
     let expected = type_name_ref::<T>();
@@ -182,21 +242,46 @@ fn decode_as<T: DeserializeOwned + 'static>(
     decode_data(type_name, content_type, data)
 }
 
-/// Decodes the JSON `data` of a message of type `type_name` (already matched) into `T`.
+/// Decodes the `data` of a message of type `type_name` (already matched) into `T`.
 fn decode_data<T: DeserializeOwned>(
     type_name: &str,
-    content_type: Option<&str>,
+    content_type: Result<Codec, &str>,
     data: &[u8],
 ) -> Result<T, Error> {
-    if let Some(ct) = content_type
-        && ct != JSON
-    {
-        return Err(Error::Other(format!(
-            "cannot decode `{type_name}` from {ct}: only {JSON} is supported"
-        )));
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Other(format!("cannot decode `{type_name}`: {e}"));
+    match content_type {
+        Ok(Codec::Json) => serde_json::from_slice(data).map_err(|e| failed(&e)),
+        Ok(Codec::Msgpack) => from_msgpack(data).map_err(|e| failed(&e)),
+        Err(ct) => Err(Error::Other(format!(
+            "cannot decode `{type_name}` from {ct}: only {JSON} and {MSGPACK} are supported"
+        ))),
     }
-    serde_json::from_slice(data)
-        .map_err(|e| Error::Other(format!("cannot decode `{type_name}`: {e}")))
+}
+
+/// How deep MessagePack may nest, as for JSON (serde_json's limit): decoding recurses on the
+/// guest's stack.
+const MSGPACK_DEPTH: usize = 128;
+
+/// Decodes MessagePack `data` holding one `T` and nothing after it (as `serde_json::from_slice`
+/// insists for JSON).
+fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    use serde::Deserialize;
+    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    de.set_max_depth(MSGPACK_DEPTH);
+    let value = T::deserialize(&mut de)?;
+    // `rmp_serde` does not say where it stopped: read on, and only the end of the data fails
+    // with an end-of-data marker read.
+    match serde::de::IgnoredAny::deserialize(&mut de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(value)
+        }
+        _ => Err(rmp_serde::decode::Error::Syntax(
+            "data after the message".into(),
+        )),
+    }
 }
 
 /// The bytes of a message's data: borrowed when a list, unpacked into `buf` when inline. An
@@ -240,19 +325,19 @@ thread_local! {
     static SCRATCH: RefCell<Option<Box<Vec<u8>>>> = const { RefCell::new(None) };
 }
 
-/// `value` as JSON message data, inline when it fits.
+/// `value` as MessagePack message data (fields by name), inline when it fits.
 fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
     SCRATCH.with(|scratch| {
         // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
         let Ok(mut slot) = scratch.try_borrow_mut() else {
-            return Ok(MessageData::Bytes(serde_json::to_vec(value)?));
+            return Ok(MessageData::Bytes(rmp_serde::to_vec_named(value)?));
         };
         let buf: &mut Vec<u8> = slot.get_or_insert_default();
         buf.clear();
         if buf.capacity() == 0 {
             buf.reserve(128);
         }
-        serde_json::to_writer(&mut *buf, value)?;
+        rmp_serde::encode::write_named(&mut *buf, value)?;
         Ok(data_of(buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(buf))))
     })
 }
@@ -305,7 +390,7 @@ fn outgoing<T: Serialize + ?Sized>(value: &T) -> Result<Message, Error> {
             Some(i) => MessageType::Declared(i),
             None => MessageType::Named(type_name_ref::<T>().to_owned()),
         },
-        content_type: None,
+        content_type: ContentType::Msgpack,
         data: encode_data(value)?,
     })
 }
@@ -317,7 +402,7 @@ fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error>
         let name = name_in(t.as_deref().unwrap_or_default(), &m.message_type)?;
         decode_as(
             name,
-            m.content_type.as_deref(),
+            Codec::of(&m.content_type),
             data_in(&m.data, &mut [0; inline::CAPACITY])?,
         )
     })
@@ -517,7 +602,7 @@ impl<S: Serialize + 'static> Answer for S {
         };
         Ok(Some(WitAnswer::Message(Message {
             message_type: MessageType::Declared(t),
-            content_type: None,
+            content_type: ContentType::Msgpack,
             data: encode_data(&self)?,
         })))
     }
@@ -687,7 +772,7 @@ enum Outcome {
 }
 
 /// A typed handler: decodes the message's data, checks the predicate, runs, encodes the response.
-type Call<A> = Box<dyn Fn(&mut A, Option<&str>, &[u8], &Context) -> Outcome>;
+type Call<A> = Box<dyn Fn(&mut A, Result<Codec, &str>, &[u8], &Context) -> Outcome>;
 type Fallback<A> = Box<dyn Fn(&mut A, Payload, &Context) -> Result<Option<Payload>, Error>>;
 type Pred = Box<dyn Fn(&dyn Any, &Context) -> bool>;
 
@@ -870,7 +955,7 @@ impl<A: 'static> Handlers<A> {
                 Some(i) => MessageType::Declared(i),
                 None => MessageType::Named(p.type_name),
             },
-            content_type: p.content_type,
+            content_type: content_type_to_wit(p.content_type),
             data: data_of(&p.data).unwrap_or(MessageData::Bytes(p.data)),
         }
     }
@@ -882,7 +967,7 @@ impl<A: 'static> Handlers<A> {
                 MessageType::Named(name) => name,
                 declared => self.type_name(&declared)?.to_owned(),
             },
-            content_type: m.content_type,
+            content_type: content_type_from_wit(m.content_type),
             data: data_into_vec(m.data)?,
         })
     }
@@ -911,7 +996,7 @@ impl<A: 'static> Handlers<A> {
                 if r.message_type != index {
                     continue;
                 }
-                let ct = message.content_type.as_deref();
+                let ct = Codec::of(&message.content_type);
                 if let Outcome::Done(result) = (r.call)(agent, ct, data, ctx) {
                     return result;
                 }
@@ -1144,12 +1229,40 @@ mod tests {
     }
 
     #[test]
-    fn json_travels_as_no_content_type_and_others_are_refused() {
+    fn messages_go_as_msgpack_by_name_and_json_and_msgpack_are_read() {
         let p = encode(&Ping { i: 3 }).unwrap();
-        assert_eq!(p.content_type, None);
-        let mut explicit = p.clone();
-        explicit.content_type = Some(JSON.into());
-        assert_eq!(decode::<Ping>(&explicit).unwrap(), Ping { i: 3 });
+        assert_eq!(p.content_type.as_deref(), Some(MSGPACK));
+        // A map keyed by field name (`{"i": 3}`), not a positional array (`[3]`).
+        assert_eq!(p.data, [0x81, 0xa1, b'i', 0x03]);
+        assert_eq!(decode::<Ping>(&p).unwrap(), Ping { i: 3 });
+        // JSON, as `None` (how the host sends it) or by name.
+        for ct in [None, Some(JSON.to_owned())] {
+            let json = Payload {
+                type_name: "Ping".into(),
+                content_type: ct,
+                data: br#"{"i":4}"#.to_vec(),
+            };
+            assert_eq!(decode::<Ping>(&json).unwrap(), Ping { i: 4 });
+        }
+        // Fields match by name, as in JSON: another order and a field the receiver does not
+        // know decode the same.
+        #[derive(Serialize)]
+        struct NewerPing {
+            note: &'static str,
+            i: i64,
+        }
+        let mut newer = encode(&NewerPing { note: "x", i: 9 }).unwrap();
+        newer.type_name = "Ping".into();
+        assert_eq!(decode::<Ping>(&newer).unwrap(), Ping { i: 9 });
+        // Data after the message is refused, as in JSON.
+        let mut trailing = p.clone();
+        trailing.data.push(0x00);
+        let e = decode::<Ping>(&trailing).unwrap_err();
+        assert!(
+            matches!(e, Error::Other(ref m) if m.contains("data after the message")),
+            "{e:?}"
+        );
+        // Other content types are refused, by name.
         let mut other = p;
         other.content_type = Some("text/plain".into());
         let e = decode::<Ping>(&other).unwrap_err();
@@ -1235,19 +1348,22 @@ mod tests {
             matches!(r.data, MessageData::Inline(_)),
             "a short answer is inline"
         );
-        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), b"5");
-        // A declared type sent by name (a host that does not intern) reaches the same handler.
+        // MessagePack's 5 is the one byte 5 (JSON's would be `b"5"`, 53).
+        assert!(matches!(r.content_type, ContentType::Msgpack));
+        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), [5]);
+        // A declared type sent by name (a host that does not intern) reaches the same handler,
+        // in JSON too.
         let named = Message {
             message_type: MessageType::Named("Ping".into()),
-            content_type: None,
+            content_type: ContentType::Json,
             data: MessageData::Bytes(b"{\"i\":6}".to_vec()),
         };
         let r = made(h.dispatch(&mut a, named, &ctx(true)).unwrap().unwrap());
-        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), b"7");
+        assert_eq!(data_in(&r.data, &mut [0; 32]).unwrap(), [7]);
         // An index outside the table is a typed error naming it, not a panic.
         let bad = Message {
             message_type: MessageType::Declared(9),
-            content_type: None,
+            content_type: ContentType::Json,
             data: data_of(b"{}").unwrap(),
         };
         let e = h.dispatch(&mut a, bad, &ctx(true)).unwrap_err();
@@ -1274,7 +1390,7 @@ mod tests {
                     41 => Reply::<Pong>::held(41),
                     _ => Reply::<Pong>::wrap(Message {
                         message_type: MessageType::Named("Pong".into()),
-                        content_type: None,
+                        content_type: ContentType::Json,
                         data: MessageData::Bytes(b"{ \"i\" : 7 }".to_vec()),
                     }),
                 })
@@ -1377,13 +1493,14 @@ mod tests {
         let mut h = Handlers::new();
         Echo::handlers(&mut h);
         let mut a = Echo;
-        // 30 characters encode to 32 bytes of JSON (inline); 31 to 33 (a list).
-        for n in [0, 30, 31, 500] {
+        // 31 characters encode to 32 bytes of MessagePack (a one-byte header: inline); 32 to 34
+        // (a two-byte header: a list).
+        for n in [0, 31, 32, 500] {
             let text = "x".repeat(n);
             let m = h.to_message(encode(&text).unwrap());
-            assert_eq!(matches!(m.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
+            assert_eq!(matches!(m.data, MessageData::Inline(_)), n < 32, "{n}");
             let r = made(h.dispatch(&mut a, m, &ctx(true)).unwrap().unwrap());
-            assert_eq!(matches!(r.data, MessageData::Inline(_)), n + 2 <= 32, "{n}");
+            assert_eq!(matches!(r.data, MessageData::Inline(_)), n < 32, "{n}");
             assert_eq!(decode::<String>(&h.to_payload(r).unwrap()).unwrap(), text);
         }
         // A long answer right after a short one, and the other way round (one reused buffer).
@@ -1398,7 +1515,7 @@ mod tests {
         // An inline length beyond the capacity is a typed error, not a panic.
         let bad = Message {
             message_type: MessageType::Declared(0),
-            content_type: None,
+            content_type: ContentType::Json,
             data: MessageData::Inline(InlineBytes {
                 len: 40,
                 word0: 0,
@@ -1445,7 +1562,7 @@ mod tests {
 
         let answer = |t: MessageType, data: &[u8]| Message {
             message_type: t,
-            content_type: None,
+            content_type: ContentType::Json,
             data: data_of(data).unwrap(),
         };
         assert_eq!(

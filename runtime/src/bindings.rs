@@ -42,15 +42,38 @@ pub(crate) use exports::warren::agent::agent::Description;
 use warren::agent::host::Level;
 pub(crate) use warren::agent::types as wit;
 
-/// A content type as the WIT carries it: JSON travels as `none`, one string fewer to copy into
-/// the guest per message.
-fn content_type_to_wit(ct: std::borrow::Cow<'_, str>) -> Option<String> {
-    (ct != warren_core::JSON).then(|| ct.into_owned())
+/// A content type as the WIT carries it: JSON and MessagePack as their cases, no string to copy
+/// into the guest per message.
+fn content_type_to_wit(ct: std::borrow::Cow<'_, str>) -> wit::ContentType {
+    match &*ct {
+        warren_core::JSON => wit::ContentType::Json,
+        warren_core::MSGPACK => wit::ContentType::Msgpack,
+        _ => wit::ContentType::Other(ct.into_owned()),
+    }
 }
 
-/// A content type from the WIT: `none` is JSON.
-fn content_type_from_wit(ct: Option<String>) -> std::borrow::Cow<'static, str> {
-    ct.map_or(std::borrow::Cow::Borrowed(warren_core::JSON), Into::into)
+/// A content type from the WIT. JSON and MessagePack by their static names (nothing allocated);
+/// an `other` naming either is the same content type.
+fn content_type_from_wit(ct: wit::ContentType) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    match ct {
+        wit::ContentType::Json => Cow::Borrowed(warren_core::JSON),
+        wit::ContentType::Msgpack => Cow::Borrowed(warren_core::MSGPACK),
+        wit::ContentType::Other(s) => match s.as_str() {
+            warren_core::JSON => Cow::Borrowed(warren_core::JSON),
+            warren_core::MSGPACK => Cow::Borrowed(warren_core::MSGPACK),
+            _ => Cow::Owned(s),
+        },
+    }
+}
+
+/// The content types a message keeps inline ([`Message::from_short`]), by their static names.
+fn static_content_type(ct: &wit::ContentType) -> Option<&'static str> {
+    match ct {
+        wit::ContentType::Json => Some(warren_core::JSON),
+        wit::ContentType::Msgpack => Some(warren_core::MSGPACK),
+        wit::ContentType::Other(_) => None,
+    }
 }
 
 /// A payload as `handle`, `send` and `publish` carry it: a type the component declared travels
@@ -158,14 +181,16 @@ pub(crate) fn from_wit_message(m: wit::Message, types: &[Arc<str>]) -> Result<Me
             ))
         })
     };
-    // The common answer: a declared type with short JSON data. It stays inside the message,
-    // sharing the table's name: nothing is allocated for it.
-    if let (wit::MessageType::Declared(i), None, wit::MessageData::Inline(b)) =
-        (&m.message_type, &m.content_type, &m.data)
-    {
+    // The common answer: a declared type with short JSON or MessagePack data. It stays inside
+    // the message, sharing the table's name: nothing is allocated for it.
+    if let (wit::MessageType::Declared(i), Some(ct), wit::MessageData::Inline(b)) = (
+        &m.message_type,
+        static_content_type(&m.content_type),
+        &m.data,
+    ) {
         let mut buf = [0; inline::CAPACITY];
         let data = inline_from_wit(b, &mut buf)?;
-        return Ok(Message::from_json(declared(*i)?.clone(), data));
+        return Ok(Message::from_short(declared(*i)?.clone(), ct, data));
     }
     let type_name = match m.message_type {
         wit::MessageType::Named(name) => name,
@@ -654,12 +679,34 @@ mod tests {
         let m = to_wit_message((&pong).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Declared(1)));
         assert_eq!(type_name_of(&m, &types), "Pong");
-        assert_eq!(m.content_type, None);
+        assert!(matches!(m.content_type, wit::ContentType::Json));
         let back = from_wit_message(m, &types).unwrap();
         // Short JSON of a declared type stays inside the message, sharing the table's name.
         assert!(back.payload().is_none());
         assert_eq!(back.bytes(), Some(("Pong", warren_core::JSON, &b"{}"[..])));
         assert_eq!(back.to_payload(None).unwrap(), pong);
+
+        // MessagePack travels as its case, and stays inline the same way, as MessagePack.
+        let packed = warren_core::Payload {
+            type_name: "Pong".into(),
+            content_type: warren_core::MSGPACK.into(),
+            data: vec![0x81, 0xa1, b'i', 0x07],
+        };
+        let m = to_wit_message((&packed).into(), &types);
+        assert!(matches!(m.content_type, wit::ContentType::Msgpack));
+        let back = from_wit_message(m, &types).unwrap();
+        assert!(back.payload().is_none());
+        assert_eq!(
+            back.bytes(),
+            Some(("Pong", warren_core::MSGPACK, &packed.data[..]))
+        );
+        assert_eq!(back.to_payload(None).unwrap(), packed);
+        // Named as a string, it is the same content type (and borrowed, not allocated).
+        let named = content_type_from_wit(wit::ContentType::Other(warren_core::MSGPACK.into()));
+        assert!(matches!(
+            named,
+            std::borrow::Cow::Borrowed(warren_core::MSGPACK)
+        ));
 
         let custom = warren_core::Payload {
             type_name: "Blob".into(),
@@ -669,7 +716,9 @@ mod tests {
         let m = to_wit_message((&custom).into(), &types);
         assert!(matches!(m.message_type, wit::MessageType::Named(ref n) if n == "Blob"));
         assert_eq!(type_name_of(&m, &types), "Blob");
-        assert_eq!(m.content_type.as_deref(), Some("application/x-protobuf"));
+        assert!(
+            matches!(m.content_type, wit::ContentType::Other(ref c) if c == "application/x-protobuf")
+        );
         let back = from_wit_message(m, &types).unwrap();
         assert_eq!(back.payload(), Some(&custom));
 
@@ -689,7 +738,7 @@ mod tests {
         // An inline length beyond the capacity is the guest's typed error.
         let too_long = wit::Message {
             message_type: wit::MessageType::Declared(0),
-            content_type: None,
+            content_type: wit::ContentType::Json,
             data: wit::MessageData::Inline(wit::InlineBytes {
                 len: 33,
                 word0: 0,
@@ -707,7 +756,7 @@ mod tests {
         // A component answering with an index it never declared gets a typed error naming it.
         let bad = wit::Message {
             message_type: wit::MessageType::Declared(7),
-            content_type: None,
+            content_type: wit::ContentType::Json,
             data: wit::MessageData::Bytes(vec![]),
         };
         let e = from_wit_message(bad, &types).unwrap_err();

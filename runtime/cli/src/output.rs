@@ -63,8 +63,11 @@ pub fn fatal(message: &str) {
     }
 }
 
-/// A payload body for display: JSON if it is JSON, otherwise its size.
+/// A payload body for display: as JSON if it is JSON or MessagePack (what wasm agents answer
+/// in), otherwise its size.
 pub fn body(p: &warren_runtime::Payload) -> Value {
-    serde_json::from_slice(&p.data)
-        .unwrap_or_else(|_| json!(format!("<{} bytes of {}>", p.data.len(), p.content_type)))
+    p.to_json()
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_else(|| json!(format!("<{} bytes of {}>", p.data.len(), p.content_type)))
 }

@@ -25,6 +25,15 @@ use crate::error::{BoxError, Error};
 /// The default content type, as in AutoGen.
 pub const JSON: &str = "application/json";
 
+/// MessagePack with struct fields keyed by name (what `rmp_serde::to_vec_named` writes): what
+/// Warren's guest SDK sends, since a wasm agent decodes and encodes it in half the instructions
+/// JSON takes. Fields are matched by name, as in JSON, so a sender and a receiver whose types
+/// drift apart (fields reordered, added, missing) behave as they would with JSON. Every consumer
+/// in Warren reads it: typed decoding ([`Message::decode`], native handlers), the serializer
+/// registry (through JSON, see [`SerializerRegistry::deserialize`]), and [`Payload::to_json`]
+/// for whatever needs JSON text.
+pub const MSGPACK: &str = "application/msgpack";
+
 /// A serialized message: AutoGen's wire payload.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Payload {
@@ -37,6 +46,13 @@ pub struct Payload {
 }
 
 impl Payload {
+    /// The data as JSON text: JSON as it is, MessagePack ([`MSGPACK`]) transcoded. Any other
+    /// content type is [`Error::UnknownSerializer`], and data that is not what its content type
+    /// says is [`Error::Codec`].
+    pub fn to_json(&self) -> Result<Cow<'_, [u8]>, Error> {
+        to_json(&self.type_name, &self.content_type, &self.data)
+    }
+
     /// A JSON payload.
     pub fn json(type_name: impl Into<String>, data: Vec<u8>) -> Self {
         Self {
@@ -52,8 +68,8 @@ impl fmt::Debug for Payload {
         let mut d = f.debug_struct("Payload");
         d.field("type_name", &self.type_name)
             .field("content_type", &self.content_type);
-        match std::str::from_utf8(&self.data) {
-            Ok(s) if s.len() <= 256 => d.field("data", &s),
+        match readable(&self.content_type, &self.data) {
+            Some(s) if s.len() <= 256 => d.field("data", &s),
             _ => d.field("data_len", &self.data.len()),
         };
         d.finish()
@@ -93,16 +109,19 @@ pub struct Message {
     repr: Repr,
 }
 
-/// The most JSON bytes a message keeps inside itself (see [`Message::from_json`]).
+/// The most bytes of JSON or MessagePack a message keeps inside itself (see
+/// [`Message::from_short`]).
 pub const INLINE_JSON: usize = 32;
 
 #[derive(Clone)]
 enum Repr {
     /// No value (a handler that returns nothing, AutoGen's `None`).
     Empty,
-    /// Short JSON data kept in the message: what a wasm agent answers or sends most of the time.
+    /// Short data kept in the message: what a wasm agent answers or sends most of the time.
     Inline {
         type_name: Arc<str>,
+        /// [`JSON`] or [`MSGPACK`].
+        content_type: &'static str,
         len: u8,
         bytes: [u8; INLINE_JSON],
     },
@@ -195,18 +214,30 @@ impl Message {
         }
     }
 
-    /// A JSON message from its type name and encoded bytes. Data of up to [`INLINE_JSON`] bytes
-    /// is kept inside the message (no allocation; the type name is shared), longer data becomes a
-    /// payload. Either way it behaves as [`Message::from_payload`] with a JSON payload.
+    /// A JSON message from its type name and encoded bytes: [`Message::from_short`] with
+    /// [`JSON`].
     pub fn from_json(type_name: Arc<str>, data: &[u8]) -> Self {
+        Self::from_short(type_name, JSON, data)
+    }
+
+    /// A message from its type name, content type ([`JSON`] or [`MSGPACK`], the ones Warren
+    /// names statically) and encoded bytes. Data of up to [`INLINE_JSON`] bytes is kept inside
+    /// the message (no allocation; the type name is shared), longer data becomes a payload.
+    /// Either way it behaves as [`Message::from_payload`] with that payload.
+    pub fn from_short(type_name: Arc<str>, content_type: &'static str, data: &[u8]) -> Self {
         if data.len() > INLINE_JSON {
-            return Self::from_payload(Payload::json(&*type_name, data.to_vec()));
+            return Self::from_payload(Payload {
+                type_name: type_name.to_string(),
+                content_type: Cow::Borrowed(content_type),
+                data: data.to_vec(),
+            });
         }
         let mut bytes = [0; INLINE_JSON];
         bytes[..data.len()].copy_from_slice(data);
         Self {
             repr: Repr::Inline {
                 type_name,
+                content_type,
                 len: data.len() as u8,
                 bytes,
             },
@@ -275,8 +306,8 @@ impl Message {
         }
     }
 
-    /// The payload, if this message is carried as a [`Payload`] (`None` for short JSON kept
-    /// inside the message, see [`Message::from_json`]; [`Message::bytes`] covers both).
+    /// The payload, if this message is carried as a [`Payload`] (`None` for short data kept
+    /// inside the message, see [`Message::from_short`]; [`Message::bytes`] covers both).
     pub fn payload(&self) -> Option<&Payload> {
         match &self.repr {
             Repr::Payload(p) => Some(p),
@@ -285,15 +316,16 @@ impl Message {
     }
 
     /// The type name, content type and encoded bytes, if this message is carried as bytes (a
-    /// payload or short inline JSON).
+    /// payload or short inline data).
     pub fn bytes(&self) -> Option<(&str, &str, &[u8])> {
         match &self.repr {
             Repr::Payload(p) => Some((&p.type_name, &p.content_type, &p.data)),
             Repr::Inline {
                 type_name,
+                content_type,
                 len,
                 bytes,
-            } => Some((type_name, JSON, &bytes[..usize::from(*len)])),
+            } => Some((type_name, content_type, &bytes[..usize::from(*len)])),
             _ => None,
         }
     }
@@ -314,8 +346,8 @@ impl Message {
         }
     }
 
-    /// Decodes a `T`: a native `T` is taken (or cloned through JSON if it is shared), a JSON payload
-    /// whose type name matches is deserialized. Anything else is a typed error.
+    /// Decodes a `T`: a native `T` is taken (or cloned through JSON if it is shared), a JSON or
+    /// MessagePack payload whose type name matches is deserialized. Anything else is a typed error.
     pub fn decode<T: DeserializeOwned + Any + Send + Sync>(self) -> Result<T, Error> {
         let expected = || type_name_of::<T>();
         // Carried as bytes (a payload or inline JSON): its type name must match.
@@ -380,10 +412,15 @@ impl Message {
     pub fn to_payload(&self, registry: Option<&SerializerRegistry>) -> Result<Payload, Error> {
         match &self.repr {
             Repr::Payload(p) => Ok((**p).clone()),
-            Repr::Inline { type_name, .. } => Ok(Payload::json(
-                &**type_name,
-                self.bytes().expect("inline data is bytes").2.to_vec(),
-            )),
+            Repr::Inline {
+                type_name,
+                content_type,
+                ..
+            } => Ok(Payload {
+                type_name: type_name.to_string(),
+                content_type: Cow::Borrowed(content_type),
+                data: self.bytes().expect("inline data is bytes").2.to_vec(),
+            }),
             Repr::Empty => Ok(Payload::json("()", b"null".to_vec())),
             Repr::Native {
                 value,
@@ -506,24 +543,90 @@ impl Message {
     }
 }
 
-/// Deserializes a JSON payload into `T`.
+/// Deserializes a JSON or MessagePack payload into `T`.
 pub fn decode_payload<T: DeserializeOwned>(p: &Payload) -> Result<T, Error> {
     decode_bytes(&p.type_name, &p.content_type, &p.data)
 }
 
-/// Deserializes JSON bytes of message type `type_name` into `T`.
+/// Deserializes JSON or MessagePack bytes of message type `type_name` into `T`.
 pub(crate) fn decode_bytes<T: DeserializeOwned>(
     type_name: &str,
     content_type: &str,
     data: &[u8],
 ) -> Result<T, Error> {
-    if content_type != JSON {
-        return Err(Error::UnknownSerializer {
+    match content_type {
+        JSON => serde_json::from_slice(data).map_err(|e| codec(type_name, e)),
+        MSGPACK => from_msgpack(data).map_err(|e| codec_ct(type_name, MSGPACK, e)),
+        _ => Err(Error::UnknownSerializer {
             type_name: type_name.to_owned(),
             content_type: content_type.to_owned(),
-        });
+        }),
     }
-    serde_json::from_slice(data).map_err(|e| codec(type_name, e))
+}
+
+/// How deep MessagePack may nest, as for JSON (serde_json's limit): decoding recurses.
+const MSGPACK_DEPTH: usize = 128;
+
+type MsgpackDeserializer<'a> = rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'a, [u8]>>;
+
+fn msgpack_deserializer(data: &[u8]) -> MsgpackDeserializer<'_> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    de.set_max_depth(MSGPACK_DEPTH);
+    de
+}
+
+/// Checks that a MessagePack deserializer has read all of its data: one value, nothing after it,
+/// as `serde_json::from_slice` insists for JSON. (`rmp_serde` does not say where it stopped, so
+/// this reads on: only the end of the data fails with an end-of-data marker read.)
+fn msgpack_end(de: &mut MsgpackDeserializer<'_>) -> Result<(), rmp_serde::decode::Error> {
+    use serde::Deserialize;
+    match serde::de::IgnoredAny::deserialize(de) {
+        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Ok(())
+        }
+        _ => Err(rmp_serde::decode::Error::Syntax(
+            "data after the message".into(),
+        )),
+    }
+}
+
+/// Decodes MessagePack `data` holding one `T` and nothing else.
+fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = msgpack_deserializer(data);
+    let value = T::deserialize(&mut de)?;
+    msgpack_end(&mut de)?;
+    Ok(value)
+}
+
+/// `data` of type `type_name` as JSON text (see [`Payload::to_json`]).
+pub fn to_json<'a>(
+    type_name: &str,
+    content_type: &str,
+    data: &'a [u8],
+) -> Result<Cow<'a, [u8]>, Error> {
+    match content_type {
+        JSON => Ok(Cow::Borrowed(data)),
+        MSGPACK => {
+            let mut out = Vec::with_capacity(data.len() * 2);
+            let mut de = msgpack_deserializer(data);
+            serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out))
+                .map_err(|e| codec_ct(type_name, MSGPACK, e))?;
+            msgpack_end(&mut de).map_err(|e| codec_ct(type_name, MSGPACK, e))?;
+            Ok(Cow::Owned(out))
+        }
+        _ => Err(Error::UnknownSerializer {
+            type_name: type_name.to_owned(),
+            content_type: content_type.to_owned(),
+        }),
+    }
+}
+
+/// Data as text for a debug print: JSON as it is, MessagePack as JSON; `None` if neither works.
+fn readable(content_type: &str, data: &[u8]) -> Option<String> {
+    let json = to_json("", content_type, data).ok()?;
+    String::from_utf8(json.into_owned()).ok()
 }
 
 fn codec(type_name: &str, e: impl Into<BoxError>) -> Error {
@@ -548,11 +651,12 @@ impl fmt::Debug for Message {
             Repr::Payload(p) => write!(f, "Message({p:?})"),
             Repr::Inline {
                 type_name,
+                content_type,
                 len,
                 bytes,
-            } => match std::str::from_utf8(&bytes[..usize::from(*len)]) {
-                Ok(s) => write!(f, "Message({type_name} {s})"),
-                Err(_) => write!(f, "Message({type_name}, {len} bytes)"),
+            } => match readable(content_type, &bytes[..usize::from(*len)]) {
+                Some(s) => write!(f, "Message({type_name} {s})"),
+                None => write!(f, "Message({type_name}, {len} bytes)"),
             },
         }
     }
@@ -666,18 +770,28 @@ impl SerializerRegistry {
         message.to_payload(Some(self))
     }
 
-    /// Decodes a payload with the serializer for its key. An unknown key is
-    /// [`Error::UnknownSerializer`] (AutoGen returns an `UnknownPayload` here).
+    /// Decodes a payload with the serializer for its key. A MessagePack payload (what wasm
+    /// agents send) with no serializer of its own goes to the type's JSON serializer, transcoded.
+    /// An unknown key is [`Error::UnknownSerializer`] (AutoGen returns an `UnknownPayload` here).
     pub fn deserialize(&self, payload: &Payload) -> Result<Message, Error> {
-        let s = self
-            .by_key
-            .get(&(payload.type_name.clone(), payload.content_type.to_string()))
-            .ok_or_else(|| Error::UnknownSerializer {
-                type_name: payload.type_name.clone(),
-                content_type: payload.content_type.to_string(),
-            })?;
-        s.deserialize(&payload.data)
-            .map_err(|e| codec_ct(&payload.type_name, &payload.content_type, e))
+        let key = |ct: &str| (payload.type_name.clone(), ct.to_owned());
+        if let Some(s) = self.by_key.get(&key(&payload.content_type)) {
+            return s
+                .deserialize(&payload.data)
+                .map_err(|e| codec_ct(&payload.type_name, &payload.content_type, e));
+        }
+        if payload.content_type == MSGPACK
+            && let Some(s) = self.by_key.get(&key(JSON))
+        {
+            let json = payload.to_json()?;
+            return s
+                .deserialize(&json)
+                .map_err(|e| codec_ct(&payload.type_name, JSON, e));
+        }
+        Err(Error::UnknownSerializer {
+            type_name: payload.type_name.clone(),
+            content_type: payload.content_type.to_string(),
+        })
     }
 }
 
@@ -903,6 +1017,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.decode::<i64>().unwrap(), 42);
+        // MessagePack, as a wasm agent sends it (`{"i": 9}`), is decoded the same way.
+        let packed = Message::from_short(Arc::from("Ping"), MSGPACK, &[0x81, 0xa1, b'i', 0x09]);
+        let r = rt
+            .send_message(packed, to.clone(), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(r.decode::<i64>().unwrap(), 10);
         // A name no handler takes is still the typed CantHandle.
         let e = rt
             .send_message(
@@ -914,6 +1035,98 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::CantHandle { .. }), "{e}");
         rt.stop_when_idle().await.unwrap();
+    }
+
+    /// `DataclassMessage` as a newer sender might have it: another field, another order.
+    #[derive(Serialize)]
+    struct NewerMessage {
+        note: &'static str,
+        message: &'static str,
+    }
+
+    fn packed(type_name: &str, value: &impl Serialize) -> Payload {
+        Payload {
+            type_name: type_name.into(),
+            content_type: Cow::Borrowed(MSGPACK),
+            data: rmp_serde::to_vec_named(value).unwrap(),
+        }
+    }
+
+    #[test]
+    fn msgpack_decodes_by_field_name_and_reads_as_json() {
+        let newer = NewerMessage {
+            note: "x",
+            message: "hi",
+        };
+        let p = packed("DataclassMessage", &newer);
+        // Short data stays inside the message, as JSON does; either way it decodes by name.
+        let inline = Message::from_short(Arc::from("DataclassMessage"), MSGPACK, &p.data);
+        assert!(inline.payload().is_none());
+        assert_eq!(inline.bytes().unwrap().1, MSGPACK);
+        assert_eq!(inline.to_payload(None).unwrap(), p);
+        for m in [inline, Message::from_payload(p.clone())] {
+            let v: DataclassMessage = m.decode().unwrap();
+            assert_eq!(v.message, "hi");
+        }
+        // As JSON text, fields in the sender's order; a debug print shows that text.
+        assert_eq!(&*p.to_json().unwrap(), br#"{"note":"x","message":"hi"}"#);
+        assert!(format!("{p:?}").contains(r#"{\"note\":\"x\",\"message\":\"hi\"}"#));
+        // Integer map keys become strings, as serde_json writes them.
+        let keyed = packed("Map", &std::collections::BTreeMap::from([(1u32, "a")]));
+        assert_eq!(&*keyed.to_json().unwrap(), br#"{"1":"a"}"#);
+        // JSON is JSON already.
+        let json = Payload::json("DataclassMessage", br#"{"message":"hi"}"#.to_vec());
+        assert!(matches!(json.to_json().unwrap(), Cow::Borrowed(_)));
+
+        // Broken data is a typed codec error naming the type and MessagePack: data after the
+        // value, data cut short, nesting deeper than JSON allows (not a stack overflow).
+        let mut trailing = p.clone();
+        trailing.data.push(0xc0);
+        let mut short = p.clone();
+        short.data.truncate(5);
+        let mut deep = p.clone();
+        deep.data = [vec![0x91; 200], vec![0x00]].concat();
+        for bad in [trailing, short, deep] {
+            for e in [
+                Message::from_payload(bad.clone())
+                    .decode::<DataclassMessage>()
+                    .unwrap_err(),
+                bad.to_json().unwrap_err(),
+            ] {
+                assert!(
+                    matches!(e, Error::Codec { ref type_name, ref content_type, .. }
+                        if type_name == "DataclassMessage" && content_type == MSGPACK),
+                    "{e}"
+                );
+            }
+        }
+        // Content types other than JSON and MessagePack are still for serializers.
+        let mut other = p;
+        other.content_type = Cow::Borrowed("application/x-protobuf");
+        assert!(matches!(
+            other.to_json().unwrap_err(),
+            Error::UnknownSerializer { .. }
+        ));
+    }
+
+    #[test]
+    fn the_registry_reads_msgpack_through_the_types_json_serializer() {
+        let p = packed(
+            "DataclassMessage",
+            &NewerMessage {
+                note: "x",
+                message: "hi",
+            },
+        );
+        let mut reg = SerializerRegistry::default();
+        let e = reg.deserialize(&p).unwrap_err();
+        assert!(
+            matches!(e, Error::UnknownSerializer { ref content_type, .. } if content_type == MSGPACK),
+            "{e}"
+        );
+        reg.add(Arc::new(JsonSerializer::<DataclassMessage>::new()));
+        let m = reg.deserialize(&p).unwrap();
+        assert_eq!(m.downcast_ref::<DataclassMessage>().unwrap().message, "hi");
     }
 
     #[test]
