@@ -213,7 +213,11 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
     Ok(Payload {
         type_name: type_name_of::<T>(),
         content_type: Some(MSGPACK.to_owned()),
-        data: rmp_serde::to_vec_named(value)?,
+        data: {
+            let mut data = Vec::new();
+            to_msgpack(value, &mut data)?;
+            data
+        },
     })
 }
 
@@ -263,11 +267,24 @@ fn decode_data<T: DeserializeOwned>(
 /// guest's stack.
 const MSGPACK_DEPTH: usize = 128;
 
+/// Appends `value` as MessagePack: struct fields by name, and human-readable like JSON (a type
+/// that encodes itself differently for people and for machines, such as an IP address, is written
+/// as its text), so that the host's transcoding to JSON gives what JSON would have.
+fn to_msgpack<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut ser = rmp_serde::Serializer::new(out)
+        .with_struct_map()
+        .with_human_readable();
+    value.serialize(&mut ser)
+}
+
 /// Decodes MessagePack `data` holding one `T` and nothing after it (as `serde_json::from_slice`
 /// insists for JSON).
 fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T, rmp_serde::decode::Error> {
     use serde::Deserialize;
-    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    let mut de = rmp_serde::Deserializer::from_read_ref(data).with_human_readable();
     de.set_max_depth(MSGPACK_DEPTH);
     let value = T::deserialize(&mut de)?;
     // `rmp_serde` does not say where it stopped: read on, and only the end of the data fails
@@ -330,14 +347,16 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
     SCRATCH.with(|scratch| {
         // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
         let Ok(mut slot) = scratch.try_borrow_mut() else {
-            return Ok(MessageData::Bytes(rmp_serde::to_vec_named(value)?));
+            let mut data = Vec::new();
+            to_msgpack(value, &mut data)?;
+            return Ok(MessageData::Bytes(data));
         };
         let buf: &mut Vec<u8> = slot.get_or_insert_default();
         buf.clear();
         if buf.capacity() == 0 {
             buf.reserve(128);
         }
-        rmp_serde::encode::write_named(&mut *buf, value)?;
+        to_msgpack(value, buf)?;
         Ok(data_of(buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(buf))))
     })
 }
@@ -1254,6 +1273,11 @@ mod tests {
         let mut newer = encode(&NewerPing { note: "x", i: 9 }).unwrap();
         newer.type_name = "Ping".into();
         assert_eq!(decode::<Ping>(&newer).unwrap(), Ping { i: 9 });
+        // Types with a human-readable form travel in it, as in JSON.
+        let addr = encode(&std::net::Ipv4Addr::LOCALHOST).unwrap();
+        assert_eq!(addr.data[1..], *b"127.0.0.1");
+        let text: String = decode_data("Ipv4Addr", Ok(Codec::Msgpack), &addr.data).unwrap();
+        assert_eq!(text, "127.0.0.1");
         // Data after the message is refused, as in JSON.
         let mut trailing = p.clone();
         trailing.data.push(0x00);

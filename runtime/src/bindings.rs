@@ -59,11 +59,17 @@ fn content_type_from_wit(ct: wit::ContentType) -> std::borrow::Cow<'static, str>
     match ct {
         wit::ContentType::Json => Cow::Borrowed(warren_core::JSON),
         wit::ContentType::Msgpack => Cow::Borrowed(warren_core::MSGPACK),
-        wit::ContentType::Other(s) => match s.as_str() {
-            warren_core::JSON => Cow::Borrowed(warren_core::JSON),
-            warren_core::MSGPACK => Cow::Borrowed(warren_core::MSGPACK),
-            _ => Cow::Owned(s),
-        },
+        wit::ContentType::Other(s) => owned_content_type(Cow::Owned(s)),
+    }
+}
+
+/// A content type kept past the message it came from: JSON and MessagePack by their static names.
+fn owned_content_type(ct: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    match &*ct {
+        warren_core::JSON => Cow::Borrowed(warren_core::JSON),
+        warren_core::MSGPACK => Cow::Borrowed(warren_core::MSGPACK),
+        _ => Cow::Owned(ct.into_owned()),
     }
 }
 
@@ -580,7 +586,7 @@ impl warren::agent::host::Host for StoreState {
                 let e = rt.encode(&response, buf).map_err(|e| to_wit_error(&e))?;
                 Ok(Message::from_payload(warren_core::Payload {
                     type_name: e.type_name.into_owned(),
-                    content_type: e.content_type.into_owned().into(),
+                    content_type: owned_content_type(e.content_type),
                     data: e.data.into_owned(),
                 }))
             })?,

@@ -25,13 +25,15 @@ use crate::error::{BoxError, Error};
 /// The default content type, as in AutoGen.
 pub const JSON: &str = "application/json";
 
-/// MessagePack with struct fields keyed by name (what `rmp_serde::to_vec_named` writes): what
-/// Warren's guest SDK sends, since a wasm agent decodes and encodes it in half the instructions
-/// JSON takes. Fields are matched by name, as in JSON, so a sender and a receiver whose types
-/// drift apart (fields reordered, added, missing) behave as they would with JSON. Every consumer
-/// in Warren reads it: typed decoding ([`Message::decode`], native handlers), the serializer
-/// registry (through JSON, see [`SerializerRegistry::deserialize`]), and [`Payload::to_json`]
-/// for whatever needs JSON text.
+/// MessagePack with struct fields keyed by name and types in their human-readable form (an IP
+/// address as its text, as JSON has it): what Warren's guest SDK sends, and what the host gives a
+/// wasm agent a native value in ([`Message::encode`]), since a wasm agent decodes and encodes it
+/// in half the instructions JSON takes. Fields are matched by name, as in JSON, so a sender and a
+/// receiver whose types drift apart (fields reordered, added, missing) behave as they would with
+/// JSON. Every consumer in Warren reads it: typed decoding ([`Message::decode`], native
+/// handlers), the serializer registry (through JSON, see [`SerializerRegistry::deserialize`]),
+/// and [`Payload::to_json`] for whatever needs JSON text. Nesting is limited to 128 levels, as
+/// serde_json limits JSON.
 pub const MSGPACK: &str = "application/msgpack";
 
 /// A serialized message: AutoGen's wire payload.
@@ -76,8 +78,17 @@ impl fmt::Debug for Payload {
     }
 }
 
-/// Appends a native value's JSON encoding to a buffer.
-type EncodeFn = fn(&(dyn Any + Send + Sync), &mut Vec<u8>) -> Result<(), serde_json::Error>;
+/// The encodings a native value with a built-in encoding has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// [`JSON`]: its payload ([`Message::to_payload`]), AutoGen's wire shape.
+    Json,
+    /// [`MSGPACK`]: its wire form for a wasm agent ([`Message::encode`]).
+    Msgpack,
+}
+
+/// Appends a native value's encoding in a format to a buffer.
+type EncodeFn = fn(&(dyn Any + Send + Sync), Format, &mut Vec<u8>) -> Result<(), BoxError>;
 
 /// A message's wire form, borrowed where it can be: the type name of a native value, the bytes of
 /// a payload, or a caller's buffer the value was encoded into. For a consumer that copies the
@@ -131,7 +142,7 @@ enum Repr {
         encode: Option<EncodeFn>,
         /// The JSON encoding, shared by every clone: set up for a message bound for several
         /// recipients ([`Message::share_encoding`]), filled by the first that needs bytes.
-        json: Option<Arc<OnceLock<Box<[u8]>>>>,
+        packed: Option<Arc<OnceLock<Box<[u8]>>>>,
     },
     Payload(Arc<Payload>),
 }
@@ -152,14 +163,19 @@ impl NameLater {
     }
 }
 
-fn encode_json<T: Serialize + 'static>(
+fn encode_value<T: Serialize + 'static>(
     v: &(dyn Any + Send + Sync),
+    format: Format,
     out: &mut Vec<u8>,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), BoxError> {
     let v = v
         .downcast_ref::<T>()
         .expect("encoder is stored next to a value of its own type");
-    serde_json::to_writer(out, v)
+    match format {
+        Format::Json => serde_json::to_writer(out, v)?,
+        Format::Msgpack => to_msgpack(v, out)?,
+    }
+    Ok(())
 }
 
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
@@ -188,8 +204,8 @@ impl Message {
             repr: Repr::Native {
                 value: Arc::new(value),
                 rust_name: std::any::type_name::<T>(),
-                encode: Some(encode_json::<T>),
-                json: None,
+                encode: Some(encode_value::<T>),
+                packed: None,
             },
         }
     }
@@ -202,7 +218,7 @@ impl Message {
                 value: Arc::new(value),
                 rust_name: std::any::type_name::<T>(),
                 encode: None,
-                json: None,
+                packed: None,
             },
         }
     }
@@ -249,17 +265,18 @@ impl Message {
         Self { repr: Repr::Empty }
     }
 
-    /// Prepares a native message for several recipients: its JSON encoding, if one of them needs
-    /// bytes (a wasm agent), is then made once and shared by all of them instead of once each.
-    /// Messages carried as bytes, and native values without a built-in encoding, are unchanged.
+    /// Prepares a native message for several recipients: its wire form for wasm agents
+    /// ([`Message::encode`]), if one of them needs bytes, is then made once and shared by all of
+    /// them instead of once each. Messages carried as bytes, and native values without a
+    /// built-in encoding, are unchanged.
     pub(crate) fn share_encoding(&mut self) {
         if let Repr::Native {
             encode: Some(_),
-            json: json @ None,
+            packed: packed @ None,
             ..
         } = &mut self.repr
         {
-            *json = Some(Arc::default());
+            *packed = Some(Arc::default());
         }
     }
 
@@ -370,7 +387,8 @@ impl Message {
                 Ok(arc) => match Arc::try_unwrap(arc) {
                     Ok(v) => Ok(v),
                     Err(shared) => {
-                        // Shared with other recipients: copy through the type's own encoding.
+                        // Shared with other recipients: copy through the type's own encoding
+                        // (MessagePack with fields by name: as faithful as JSON, and faster).
                         let expected = expected();
                         let enc = encode.ok_or_else(|| Error::UnexpectedResponse {
                             expected: expected.clone(),
@@ -380,8 +398,9 @@ impl Message {
                             ),
                         })?;
                         let mut bytes = Vec::new();
-                        enc(&*shared, &mut bytes).map_err(|e| codec(&expected, e))?;
-                        serde_json::from_slice(&bytes).map_err(|e| codec(&expected, e))
+                        enc(&*shared, Format::Msgpack, &mut bytes)
+                            .map_err(|e| codec_ct(&expected, MSGPACK, e))?;
+                        from_msgpack(&bytes).map_err(|e| codec_ct(&expected, MSGPACK, e))
                     }
                 },
                 Err(_) => Err(Error::UnexpectedResponse {
@@ -426,7 +445,7 @@ impl Message {
                 value,
                 rust_name,
                 encode,
-                json,
+                packed: _,
             } => {
                 let type_name = static_bare_name(rust_name).to_owned();
                 if let Some(reg) = registry
@@ -441,13 +460,10 @@ impl Message {
                         data,
                     });
                 }
-                if let Some(data) = json.as_deref().and_then(OnceLock::get) {
-                    return Ok(Payload::json(type_name, data.to_vec()));
-                }
                 match encode {
                     Some(enc) => {
                         let mut data = Vec::new();
-                        enc(&**value, &mut data).map_err(|e| codec(&type_name, e))?;
+                        enc(&**value, Format::Json, &mut data).map_err(|e| codec(&type_name, e))?;
                         Ok(Payload::json(type_name, data))
                     }
                     None => Err(Error::UnknownSerializer {
@@ -478,20 +494,21 @@ impl Message {
         match &self.repr {
             Repr::Native {
                 rust_name,
-                json: Some(cell),
+                packed: Some(cell),
                 ..
             } => cell.get().map(|data| Encoded {
                 type_name: Cow::Borrowed(static_bare_name(rust_name)),
-                content_type: Cow::Borrowed(JSON),
+                content_type: Cow::Borrowed(MSGPACK),
                 data: Cow::Borrowed(data),
             }),
             _ => None,
         }
     }
 
-    /// The message's wire form like [`Message::to_payload`], but borrowed: a payload's own
-    /// fields, a native value's static type name, and its JSON written into `buf` (cleared
-    /// first). A serializer from `registry` makes its own bytes.
+    /// The message's wire form for a wasm agent, borrowed where it can be: a payload's own
+    /// fields; a native value's static type name and its MessagePack ([`MSGPACK`], what the guest
+    /// SDK reads fastest) written into `buf` (cleared first); for anything else, what
+    /// [`Message::to_payload`] gives (a serializer from `registry` makes its own bytes).
     pub fn encode<'a>(
         &'a self,
         registry: Option<&SerializerRegistry>,
@@ -505,28 +522,29 @@ impl Message {
                 value,
                 rust_name,
                 encode: Some(enc),
-                json,
+                packed,
             } if registry.is_none_or(|r| r.by_rust_type(&**value).is_none()) => {
                 let type_name = static_bare_name(rust_name);
-                let data: &[u8] = match json.as_deref() {
+                let failed = |e| codec_ct(type_name, MSGPACK, e);
+                let data: &[u8] = match packed.as_deref() {
                     // Bound for several recipients: encoded once, by the first that needs it.
                     Some(cell) => match cell.get() {
                         Some(data) => data,
                         None => {
                             let mut data = Vec::new();
-                            enc(&**value, &mut data).map_err(|e| codec(type_name, e))?;
+                            enc(&**value, Format::Msgpack, &mut data).map_err(failed)?;
                             cell.get_or_init(|| data.into_boxed_slice())
                         }
                     },
                     None => {
                         buf.clear();
-                        enc(&**value, buf).map_err(|e| codec(type_name, e))?;
+                        enc(&**value, Format::Msgpack, buf).map_err(failed)?;
                         buf
                     }
                 };
                 Ok(Encoded {
                     type_name: Cow::Borrowed(type_name),
-                    content_type: Cow::Borrowed(JSON),
+                    content_type: Cow::Borrowed(MSGPACK),
                     data: Cow::Borrowed(data),
                 })
             }
@@ -567,12 +585,30 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
 /// How deep MessagePack may nest, as for JSON (serde_json's limit): decoding recurses.
 const MSGPACK_DEPTH: usize = 128;
 
-type MsgpackDeserializer<'a> = rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'a, [u8]>>;
+type MsgpackDeserializer<'a> = rmp_serde::Deserializer<
+    rmp_serde::decode::ReadRefReader<'a, [u8]>,
+    rmp_serde::config::HumanReadableConfig<rmp_serde::config::DefaultConfig>,
+>;
 
+/// A deserializer for Warren's MessagePack. Human-readable, like JSON: a type that encodes
+/// itself differently for people and for machines (an IP address, a UUID, a timestamp) is
+/// written as its text, as in JSON, so a message reads the same as JSON after transcoding.
 fn msgpack_deserializer(data: &[u8]) -> MsgpackDeserializer<'_> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    let mut de = rmp_serde::Deserializer::from_read_ref(data).with_human_readable();
     de.set_max_depth(MSGPACK_DEPTH);
     de
+}
+
+/// Appends `value` as Warren's MessagePack (see [`MSGPACK`]): struct fields by name, types in
+/// their human-readable form (see [`msgpack_deserializer`]).
+fn to_msgpack<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut ser = rmp_serde::Serializer::new(out)
+        .with_struct_map()
+        .with_human_readable();
+    value.serialize(&mut ser)
 }
 
 /// Checks that a MessagePack deserializer has read all of its data: one value, nothing after it,
@@ -863,21 +899,24 @@ mod tests {
         for c in &clones {
             let mut buf = vec![b'x'; 4];
             let e = c.encode(None, &mut buf).unwrap();
-            assert_eq!((&*e.type_name, &*e.data), ("Counted", &b"7"[..]));
-            assert_eq!(c.to_payload(None).unwrap().data, b"7");
+            // MessagePack's 7 is the byte 7.
+            assert_eq!((&*e.type_name, &*e.data), ("Counted", &[7][..]));
         }
         assert_eq!(ENCODED.load(Ordering::SeqCst), 1);
         let e = clones[2].encoded().expect("encoded by the first clone");
         assert_eq!(
             (&*e.type_name, &*e.content_type, &*e.data),
-            ("Counted", JSON, &b"7"[..])
+            ("Counted", MSGPACK, &[7][..])
         );
+        // The JSON payload is AutoGen's wire shape, made apart from the shared wire form.
+        assert_eq!(clones[0].to_payload(None).unwrap().data, b"7");
+        assert_eq!(ENCODED.load(Ordering::SeqCst), 2);
         // Without it, every consumer encodes for itself (into its own buffer).
         static APART: AtomicUsize = AtomicUsize::new(0);
         let m = Message::new(Counted(&APART));
         for c in [m.clone(), m] {
             let mut buf = Vec::new();
-            assert_eq!(&*c.encode(None, &mut buf).unwrap().data, b"7");
+            assert_eq!(&*c.encode(None, &mut buf).unwrap().data, [7]);
             assert!(c.encoded().is_none(), "nothing kept to share");
         }
         assert_eq!(APART.load(Ordering::SeqCst), 2);
@@ -1048,7 +1087,11 @@ mod tests {
         Payload {
             type_name: type_name.into(),
             content_type: Cow::Borrowed(MSGPACK),
-            data: rmp_serde::to_vec_named(value).unwrap(),
+            data: {
+                let mut data = Vec::new();
+                to_msgpack(value, &mut data).unwrap();
+                data
+            },
         }
     }
 
@@ -1139,8 +1182,27 @@ mod tests {
         // The static type name and the caller's buffer, cleared first: nothing allocated.
         assert!(matches!(e.type_name, Cow::Borrowed("DataclassMessage")));
         assert!(matches!(e.data, Cow::Borrowed(_)));
-        assert_eq!(e, Encoded::from(&native.to_payload(None).unwrap()));
-        assert_eq!(&*e.data, br#"{"message":"hi"}"#);
+        // MessagePack with the field by name, in the human-readable form; as JSON, the payload.
+        assert_eq!(e.content_type, MSGPACK);
+        let mut expected = vec![0x81, 0xa7];
+        expected.extend_from_slice(b"message");
+        expected.extend_from_slice(&[0xa2, b'h', b'i']);
+        assert_eq!(&*e.data, expected);
+        let as_payload = Payload {
+            type_name: e.type_name.to_string(),
+            content_type: Cow::Borrowed(MSGPACK),
+            data: e.data.to_vec(),
+        };
+        assert_eq!(
+            &*as_payload.to_json().unwrap(),
+            native.to_payload(None).unwrap().data
+        );
+        // Types with a human-readable form are written in it, as JSON writes them.
+        let addr = Message::new(std::net::Ipv4Addr::LOCALHOST);
+        let e = addr.encode(None, &mut buf).unwrap();
+        let mut text = vec![0xa9];
+        text.extend_from_slice(b"127.0.0.1");
+        assert_eq!(&*e.data, text);
 
         let payload = Message::from_payload(Payload {
             type_name: "Blob".into(),
