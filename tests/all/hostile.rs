@@ -192,6 +192,11 @@ struct Forge {
     handle: u32,
 }
 #[derive(Debug, Serialize, Deserialize)]
+struct Garble {
+    to: String,
+    data: Vec<u8>,
+}
+#[derive(Debug, Serialize, Deserialize)]
 struct Hoard {
     count: u64,
 }
@@ -445,6 +450,58 @@ async fn capabilities_deny_sends_and_publishes_outside_the_manifest() {
         );
         // Allowed ones work.
         assert_eq!(reach(rt, "faulty/c", "echo/1").await.unwrap(), 1);
+    })
+    .await;
+}
+
+/// Message data that is not what its content type says (MessagePack here: broken, cut short, with
+/// data after the value, nested past the limit) is a typed decoding error for the sender, naming
+/// the type and the content type, whether a native or a wasm agent was to read it; both go on
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_data_is_a_typed_error_for_native_and_wasm_recipients() {
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Ping {
+        i: i64,
+    }
+    struct Native;
+    impl RoutedAgent for Native {
+        fn routes(r: &mut Routes<Self>) {
+            r.rpc_sync(|_: &mut Native, m: &Ping, _: &MessageContext| {
+                Ok::<_, BoxError>(Pong { i: m.i + 1 })
+            });
+        }
+    }
+    under_attack(|t| async move {
+        let rt = t.runtime();
+        rt.register_routed("native", |_| Native).await.unwrap();
+        let garble = |to: &str, data: Vec<u8>| {
+            let to = to.to_owned();
+            async move {
+                let b: Blob = rt.send(Garble { to, data }, &id("faulty/g")).await.unwrap();
+                b.data
+            }
+        };
+        // `{"i": 5}`, and ways to break it.
+        let good = vec![0x81, 0xa1, b'i', 0x05];
+        let bad = [
+            vec![0xc1],
+            good[..3].to_vec(),
+            [good.clone(), vec![0x00]].concat(),
+            [vec![0x91; 200], vec![0x00]].concat(),
+        ];
+        for to in ["native/x", "echo/1"] {
+            for data in bad.clone() {
+                let r = garble(to, data.clone()).await;
+                let named = match to {
+                    "native/x" => r.contains("`Ping`") && r.contains("application/msgpack"),
+                    _ => r.contains("cannot decode `Ping`"),
+                };
+                assert!(r.starts_with("Err(") && named, "{to} {data:?}: {r}");
+            }
+            assert_eq!(garble(to, good.clone()).await, "Ok(())", "{to}");
+        }
+        assert_eq!(reach(rt, "faulty/g", "native/y").await.unwrap(), 2);
     })
     .await;
 }

@@ -1143,6 +1143,12 @@ mod tests {
                 );
             }
         }
+        // The nesting limit is JSON's: 100 levels decode, 200 are refused (not a stack overflow
+        // on a host thread, whatever type decodes them).
+        let nested = |depth| [vec![0x91; depth], vec![0x00]].concat();
+        decode_bytes::<serde_json::Value>("Deep", MSGPACK, &nested(100)).unwrap();
+        let e = decode_bytes::<serde_json::Value>("Deep", MSGPACK, &nested(200)).unwrap_err();
+        assert!(e.to_string().contains("depth"), "{e}");
         // Content types other than JSON and MessagePack are still for serializers.
         let mut other = p;
         other.content_type = Cow::Borrowed("application/x-protobuf");
