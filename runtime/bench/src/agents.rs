@@ -274,7 +274,9 @@ impl Variant {
     pub fn codec(&self) -> &'static str {
         match self {
             Variant::Native => "none (shared Rust values)",
-            Variant::Wasm(_) => "json (serde_json both sides of the component boundary)",
+            Variant::Wasm(_) => {
+                "msgpack across the component boundary (rmp-serde, fields by name); state as json"
+            }
         }
     }
 
