@@ -72,7 +72,7 @@ use bindings::warren::agent::types::{
     Answer as WitAnswer, ContentType, InlineBytes, Message, MessageContext, MessageData,
     MessageType,
 };
-use warren_typename::inline;
+use warren_typename::{inline, msgpack};
 
 /// A serialized message with its type by name, as AutoGen puts it on the wire: what a fallback
 /// handler gets and answers with, and what [`encode`] and [`decode`] work on. (Across the
@@ -95,11 +95,11 @@ pub struct Payload {
 pub const JSON: &str = "application/json";
 
 /// MessagePack's content type: what the SDK encodes every message in, with struct fields keyed by
-/// name (`rmp_serde::to_vec_named`), so that, as with JSON, a sender's and a receiver's types
-/// match field by field by name, not by position. It takes a wasm agent half the instructions
-/// JSON does. The host decodes it for native agents and turns it into JSON for whatever needs
-/// JSON text.
-pub const MSGPACK: &str = "application/msgpack";
+/// name, so that, as with JSON, a sender's and a receiver's types match field by field by name,
+/// not by position (the format is defined once for the host and the SDK, in
+/// `warren_typename::msgpack`). It takes a wasm agent half the instructions JSON does. The host
+/// decodes it for native agents and turns it into JSON for whatever needs JSON text.
+pub const MSGPACK: &str = msgpack::CONTENT_TYPE;
 
 /// The encodings the SDK reads.
 #[derive(Clone, Copy, Debug)]
@@ -202,8 +202,8 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-impl From<rmp_serde::encode::Error> for Error {
-    fn from(e: rmp_serde::encode::Error) -> Self {
+impl From<msgpack::EncodeError> for Error {
+    fn from(e: msgpack::EncodeError) -> Self {
         Error::Other(format!("MessagePack: {e}"))
     }
 }
@@ -215,7 +215,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
         content_type: Some(MSGPACK.to_owned()),
         data: {
             let mut data = Vec::new();
-            to_msgpack(value, &mut data)?;
+            msgpack::write(value, &mut data)?;
             data
         },
     })
@@ -256,48 +256,10 @@ fn decode_data<T: DeserializeOwned>(
         |e: &dyn std::fmt::Display| Error::Other(format!("cannot decode `{type_name}`: {e}"));
     match content_type {
         Ok(Codec::Json) => serde_json::from_slice(data).map_err(|e| failed(&e)),
-        Ok(Codec::Msgpack) => from_msgpack(data).map_err(|e| failed(&e)),
+        Ok(Codec::Msgpack) => msgpack::from_slice(data).map_err(|e| failed(&e)),
         Err(ct) => Err(Error::Other(format!(
             "cannot decode `{type_name}` from {ct}: only {JSON} and {MSGPACK} are supported"
         ))),
-    }
-}
-
-/// How deep MessagePack may nest, as for JSON (serde_json's limit): decoding recurses on the
-/// guest's stack.
-const MSGPACK_DEPTH: usize = 128;
-
-/// Appends `value` as MessagePack: struct fields by name, and human-readable like JSON (a type
-/// that encodes itself differently for people and for machines, such as an IP address, is written
-/// as its text), so that the host's transcoding to JSON gives what JSON would have.
-fn to_msgpack<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), rmp_serde::encode::Error> {
-    let mut ser = rmp_serde::Serializer::new(out)
-        .with_struct_map()
-        .with_human_readable();
-    value.serialize(&mut ser)
-}
-
-/// Decodes MessagePack `data` holding one `T` and nothing after it (as `serde_json::from_slice`
-/// insists for JSON).
-fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    use serde::Deserialize;
-    let mut de = rmp_serde::Deserializer::from_read_ref(data).with_human_readable();
-    de.set_max_depth(MSGPACK_DEPTH);
-    let value = T::deserialize(&mut de)?;
-    // `rmp_serde` does not say where it stopped: read on, and only the end of the data fails
-    // with an end-of-data marker read.
-    match serde::de::IgnoredAny::deserialize(&mut de) {
-        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
-            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
-            Ok(value)
-        }
-        _ => Err(rmp_serde::decode::Error::Syntax(
-            "data after the message".into(),
-        )),
     }
 }
 
@@ -348,7 +310,7 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
         // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
         let Ok(mut slot) = scratch.try_borrow_mut() else {
             let mut data = Vec::new();
-            to_msgpack(value, &mut data)?;
+            msgpack::write(value, &mut data)?;
             return Ok(MessageData::Bytes(data));
         };
         let buf: &mut Vec<u8> = slot.get_or_insert_default();
@@ -356,7 +318,7 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
         if buf.capacity() == 0 {
             buf.reserve(128);
         }
-        to_msgpack(value, buf)?;
+        msgpack::write(value, buf)?;
         Ok(data_of(buf).unwrap_or_else(|| MessageData::Bytes(std::mem::take(buf))))
     })
 }

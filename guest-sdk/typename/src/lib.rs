@@ -3,10 +3,10 @@
 //! A message's type name on the wire is the bare name of its Rust type: `my_crate::msgs::WorkRequest`
 //! is `WorkRequest`, `Vec<my::Item>` is `Vec<Item>`. The host (`warren-core`) and the guest SDK
 //! (`warren-guest`, compiled to wasm, which cannot depend on the host's crates) both name messages
-//! with this crate, so the two sides always agree. No dependencies.
+//! with this crate, so the two sides always agree.
 //!
-//! It also packs short message data into the words of the WIT `inline-bytes` record ([`inline`]),
-//! the other thing both sides must do alike.
+//! It also holds the other things both sides must do alike: packing short message data into the
+//! words of the WIT `inline-bytes` record ([`inline`]), and Warren's MessagePack ([`msgpack`]).
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -161,6 +161,71 @@ pub mod inline {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
         Ok(&buf[..n])
+    }
+}
+
+/// Warren's MessagePack (`application/msgpack`), the encoding of messages to and from wasm agents,
+/// defined once for the host and the guest SDK: struct fields keyed by name (so a sender and a
+/// receiver whose types drift apart behave as with JSON), types in their human-readable form (an
+/// IP address or a UUID as its text, as JSON has it, so the data transcodes to what JSON would
+/// have been), nesting limited to [`msgpack::MAX_DEPTH`] levels and nothing allowed after the
+/// value (both as `serde_json` has it for JSON).
+pub mod msgpack {
+    use serde::de::{DeserializeOwned, IgnoredAny};
+    use serde::{Deserialize, Serialize};
+
+    pub use rmp_serde::decode::Error as DecodeError;
+    pub use rmp_serde::encode::Error as EncodeError;
+
+    /// The content type.
+    pub const CONTENT_TYPE: &str = "application/msgpack";
+
+    /// How deep data may nest, as serde_json limits JSON: decoding recurses on the stack, and
+    /// `rmp_serde`'s own default (1,024) is more than a host thread's stack should give a
+    /// hostile message.
+    pub const MAX_DEPTH: usize = 128;
+
+    /// A deserializer over one message's data.
+    pub type Deserializer<'a> = rmp_serde::Deserializer<
+        rmp_serde::decode::ReadRefReader<'a, [u8]>,
+        rmp_serde::config::HumanReadableConfig<rmp_serde::config::DefaultConfig>,
+    >;
+
+    /// A deserializer for `data`, human-readable and depth-limited.
+    pub fn deserializer(data: &[u8]) -> Deserializer<'_> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(data).with_human_readable();
+        de.set_max_depth(MAX_DEPTH);
+        de
+    }
+
+    /// Checks that `de` has read all of its data: one value, nothing after it. (`rmp_serde` does
+    /// not say where it stopped, so this reads on: only the end of the data fails with an
+    /// end-of-data marker read.)
+    pub fn end(de: &mut Deserializer<'_>) -> Result<(), DecodeError> {
+        match IgnoredAny::deserialize(de) {
+            Err(DecodeError::InvalidMarkerRead(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Ok(())
+            }
+            _ => Err(DecodeError::Syntax("data after the message".into())),
+        }
+    }
+
+    /// Decodes `data` holding one `T` and nothing after it.
+    pub fn from_slice<T: DeserializeOwned>(data: &[u8]) -> Result<T, DecodeError> {
+        let mut de = deserializer(data);
+        let value = T::deserialize(&mut de)?;
+        end(&mut de)?;
+        Ok(value)
+    }
+
+    /// Appends `value` to `out`.
+    pub fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let mut ser = rmp_serde::Serializer::new(out)
+            .with_struct_map()
+            .with_human_readable();
+        value.serialize(&mut ser)
     }
 }
 

@@ -34,7 +34,7 @@ pub const JSON: &str = "application/json";
 /// handlers), the serializer registry (through JSON, see [`SerializerRegistry::deserialize`]),
 /// and [`Payload::to_json`] for whatever needs JSON text. Nesting is limited to 128 levels, as
 /// serde_json limits JSON.
-pub const MSGPACK: &str = "application/msgpack";
+pub const MSGPACK: &str = msgpack::CONTENT_TYPE;
 
 /// A serialized message: AutoGen's wire payload.
 #[derive(Clone, PartialEq, Eq)]
@@ -173,7 +173,7 @@ fn encode_value<T: Serialize + 'static>(
         .expect("encoder is stored next to a value of its own type");
     match format {
         Format::Json => serde_json::to_writer(out, v)?,
-        Format::Msgpack => to_msgpack(v, out)?,
+        Format::Msgpack => msgpack::write(v, out)?,
     }
     Ok(())
 }
@@ -181,7 +181,7 @@ fn encode_value<T: Serialize + 'static>(
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>` (shared with the guest SDK, so both sides name alike).
 pub use warren_typename::bare_type_name;
-use warren_typename::static_bare_name;
+use warren_typename::{msgpack, static_bare_name};
 
 /// The message type name Warren uses for `T` (see [`bare_type_name`]).
 pub fn type_name_of<T: ?Sized>() -> String {
@@ -400,7 +400,7 @@ impl Message {
                         let mut bytes = Vec::new();
                         enc(&*shared, Format::Msgpack, &mut bytes)
                             .map_err(|e| codec_ct(&expected, MSGPACK, e))?;
-                        from_msgpack(&bytes).map_err(|e| codec_ct(&expected, MSGPACK, e))
+                        msgpack::from_slice(&bytes).map_err(|e| codec_ct(&expected, MSGPACK, e))
                     }
                 },
                 Err(_) => Err(Error::UnexpectedResponse {
@@ -574,66 +574,12 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
 ) -> Result<T, Error> {
     match content_type {
         JSON => serde_json::from_slice(data).map_err(|e| codec(type_name, e)),
-        MSGPACK => from_msgpack(data).map_err(|e| codec_ct(type_name, MSGPACK, e)),
+        MSGPACK => msgpack::from_slice(data).map_err(|e| codec_ct(type_name, MSGPACK, e)),
         _ => Err(Error::UnknownSerializer {
             type_name: type_name.to_owned(),
             content_type: content_type.to_owned(),
         }),
     }
-}
-
-/// How deep MessagePack may nest, as for JSON (serde_json's limit): decoding recurses.
-const MSGPACK_DEPTH: usize = 128;
-
-type MsgpackDeserializer<'a> = rmp_serde::Deserializer<
-    rmp_serde::decode::ReadRefReader<'a, [u8]>,
-    rmp_serde::config::HumanReadableConfig<rmp_serde::config::DefaultConfig>,
->;
-
-/// A deserializer for Warren's MessagePack. Human-readable, like JSON: a type that encodes
-/// itself differently for people and for machines (an IP address, a UUID, a timestamp) is
-/// written as its text, as in JSON, so a message reads the same as JSON after transcoding.
-fn msgpack_deserializer(data: &[u8]) -> MsgpackDeserializer<'_> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(data).with_human_readable();
-    de.set_max_depth(MSGPACK_DEPTH);
-    de
-}
-
-/// Appends `value` as Warren's MessagePack (see [`MSGPACK`]): struct fields by name, types in
-/// their human-readable form (see [`msgpack_deserializer`]).
-fn to_msgpack<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), rmp_serde::encode::Error> {
-    let mut ser = rmp_serde::Serializer::new(out)
-        .with_struct_map()
-        .with_human_readable();
-    value.serialize(&mut ser)
-}
-
-/// Checks that a MessagePack deserializer has read all of its data: one value, nothing after it,
-/// as `serde_json::from_slice` insists for JSON. (`rmp_serde` does not say where it stopped, so
-/// this reads on: only the end of the data fails with an end-of-data marker read.)
-fn msgpack_end(de: &mut MsgpackDeserializer<'_>) -> Result<(), rmp_serde::decode::Error> {
-    use serde::Deserialize;
-    match serde::de::IgnoredAny::deserialize(de) {
-        Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
-            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-        {
-            Ok(())
-        }
-        _ => Err(rmp_serde::decode::Error::Syntax(
-            "data after the message".into(),
-        )),
-    }
-}
-
-/// Decodes MessagePack `data` holding one `T` and nothing else.
-fn from_msgpack<T: DeserializeOwned>(data: &[u8]) -> Result<T, rmp_serde::decode::Error> {
-    let mut de = msgpack_deserializer(data);
-    let value = T::deserialize(&mut de)?;
-    msgpack_end(&mut de)?;
-    Ok(value)
 }
 
 /// `data` of type `type_name` as JSON text (see [`Payload::to_json`]).
@@ -646,10 +592,10 @@ pub fn to_json<'a>(
         JSON => Ok(Cow::Borrowed(data)),
         MSGPACK => {
             let mut out = Vec::with_capacity(data.len() * 2);
-            let mut de = msgpack_deserializer(data);
+            let mut de = msgpack::deserializer(data);
             serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out))
                 .map_err(|e| codec_ct(type_name, MSGPACK, e))?;
-            msgpack_end(&mut de).map_err(|e| codec_ct(type_name, MSGPACK, e))?;
+            msgpack::end(&mut de).map_err(|e| codec_ct(type_name, MSGPACK, e))?;
             Ok(Cow::Owned(out))
         }
         _ => Err(Error::UnknownSerializer {
@@ -1089,7 +1035,7 @@ mod tests {
             content_type: Cow::Borrowed(MSGPACK),
             data: {
                 let mut data = Vec::new();
-                to_msgpack(value, &mut data).unwrap();
+                msgpack::write(value, &mut data).unwrap();
                 data
             },
         }
