@@ -87,6 +87,15 @@ enum Format {
     Msgpack,
 }
 
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => JSON,
+            Format::Msgpack => MSGPACK,
+        }
+    }
+}
+
 /// Appends a native value's encoding in a format to a buffer.
 type EncodeFn = fn(&(dyn Any + Send + Sync), Format, &mut Vec<u8>) -> Result<(), BoxError>;
 
@@ -131,8 +140,8 @@ enum Repr {
     /// Short data kept in the message: what a wasm agent answers or sends most of the time.
     Inline {
         type_name: Arc<str>,
-        /// [`JSON`] or [`MSGPACK`].
-        content_type: &'static str,
+        /// [`JSON`] or [`MSGPACK`] (one byte: the message stays as small as a JSON-only one).
+        format: Format,
         len: u8,
         bytes: [u8; INLINE_JSON],
     },
@@ -236,24 +245,29 @@ impl Message {
         Self::from_short(type_name, JSON, data)
     }
 
-    /// A message from its type name, content type ([`JSON`] or [`MSGPACK`], the ones Warren
-    /// names statically) and encoded bytes. Data of up to [`INLINE_JSON`] bytes is kept inside
-    /// the message (no allocation; the type name is shared), longer data becomes a payload.
-    /// Either way it behaves as [`Message::from_payload`] with that payload.
+    /// A message from its type name, content type and encoded bytes. [`JSON`] or [`MSGPACK`]
+    /// data of up to [`INLINE_JSON`] bytes is kept inside the message (no allocation; the type
+    /// name is shared); longer data, and any other content type, becomes a payload. Either way it
+    /// behaves as [`Message::from_payload`] with that payload.
     pub fn from_short(type_name: Arc<str>, content_type: &'static str, data: &[u8]) -> Self {
-        if data.len() > INLINE_JSON {
+        let format = match content_type {
+            JSON => Some(Format::Json),
+            MSGPACK => Some(Format::Msgpack),
+            _ => None,
+        };
+        let Some(format) = format.filter(|_| data.len() <= INLINE_JSON) else {
             return Self::from_payload(Payload {
                 type_name: type_name.to_string(),
                 content_type: Cow::Borrowed(content_type),
                 data: data.to_vec(),
             });
-        }
+        };
         let mut bytes = [0; INLINE_JSON];
         bytes[..data.len()].copy_from_slice(data);
         Self {
             repr: Repr::Inline {
                 type_name,
-                content_type,
+                format,
                 len: data.len() as u8,
                 bytes,
             },
@@ -339,10 +353,14 @@ impl Message {
             Repr::Payload(p) => Some((&p.type_name, &p.content_type, &p.data)),
             Repr::Inline {
                 type_name,
-                content_type,
+                format,
                 len,
                 bytes,
-            } => Some((type_name, content_type, &bytes[..usize::from(*len)])),
+            } => Some((
+                type_name,
+                format.content_type(),
+                &bytes[..usize::from(*len)],
+            )),
             _ => None,
         }
     }
@@ -432,12 +450,10 @@ impl Message {
         match &self.repr {
             Repr::Payload(p) => Ok((**p).clone()),
             Repr::Inline {
-                type_name,
-                content_type,
-                ..
+                type_name, format, ..
             } => Ok(Payload {
                 type_name: type_name.to_string(),
-                content_type: Cow::Borrowed(content_type),
+                content_type: Cow::Borrowed(format.content_type()),
                 data: self.bytes().expect("inline data is bytes").2.to_vec(),
             }),
             Repr::Empty => Ok(Payload::json("()", b"null".to_vec())),
@@ -633,10 +649,10 @@ impl fmt::Debug for Message {
             Repr::Payload(p) => write!(f, "Message({p:?})"),
             Repr::Inline {
                 type_name,
-                content_type,
+                format,
                 len,
                 bytes,
-            } => match readable(content_type, &bytes[..usize::from(*len)]) {
+            } => match readable(format.content_type(), &bytes[..usize::from(*len)]) {
                 Some(s) => write!(f, "Message({type_name} {s})"),
                 None => write!(f, "Message({type_name}, {len} bytes)"),
             },
@@ -1039,6 +1055,18 @@ mod tests {
                 data
             },
         }
+    }
+
+    #[test]
+    fn a_message_is_no_larger_for_knowing_its_format() {
+        // Inline data (a shared name, a length, a format byte and 32 bytes) sets the size.
+        assert_eq!(std::mem::size_of::<Message>(), 56);
+        // Another content type is never inline.
+        let m = Message::from_short(Arc::from("Blob"), "application/x-protobuf", &[1, 2]);
+        assert_eq!(
+            m.payload().map(|p| &*p.content_type),
+            Some("application/x-protobuf")
+        );
     }
 
     #[test]
