@@ -72,7 +72,7 @@ use bindings::warren::agent::types::{
     Answer as WitAnswer, ContentType, InlineBytes, Message, MessageContext, MessageData,
     MessageType,
 };
-use warren_typename::{inline, msgpack};
+use warren_typename::{Codec, inline, msgpack};
 
 /// A serialized message with its type by name, as AutoGen puts it on the wire: what a fallback
 /// handler gets and answers with, and what [`encode`] and [`decode`] work on. (Across the
@@ -92,46 +92,33 @@ pub struct Payload {
 /// JSON's content type. A payload says it with `content_type: None` (`Some(JSON)` is accepted
 /// too). The SDK decodes JSON (what the host sends native agents' messages in) and writes agent
 /// state as JSON.
-pub const JSON: &str = "application/json";
+pub const JSON: &str = Codec::Json.content_type();
 
 /// MessagePack's content type: what the SDK encodes every message in, with struct fields keyed by
 /// name, so that, as with JSON, a sender's and a receiver's types match field by field by name,
 /// not by position (the format is defined once for the host and the SDK, in
 /// `warren_typename::msgpack`). It takes a wasm agent half the instructions JSON does. The host
 /// decodes it for native agents and turns it into JSON for whatever needs JSON text.
-pub const MSGPACK: &str = msgpack::CONTENT_TYPE;
+pub const MSGPACK: &str = Codec::Msgpack.content_type();
 
-/// The encodings the SDK reads.
-#[derive(Clone, Copy, Debug)]
-enum Codec {
-    Json,
-    Msgpack,
+/// The codec of a content type as the WIT carries it; another content type is returned.
+#[inline]
+fn codec_of(ct: &ContentType) -> Result<Codec, &str> {
+    match ct {
+        ContentType::Json => Ok(Codec::Json),
+        ContentType::Msgpack => Ok(Codec::Msgpack),
+        ContentType::Other(name) => codec_named(Some(name)),
+    }
 }
 
-impl Codec {
-    /// The codec of a content type as the WIT carries it; another content type is returned.
-    #[inline]
-    fn of(ct: &ContentType) -> Result<Codec, &str> {
-        match ct {
-            ContentType::Json => Ok(Codec::Json),
-            ContentType::Msgpack => Ok(Codec::Msgpack),
-            ContentType::Other(name) => Codec::named(Some(name)),
-        }
-    }
-
-    /// The codec of a payload's content type (`None` is JSON).
-    fn named(ct: Option<&str>) -> Result<Codec, &str> {
-        match ct {
-            None | Some(JSON) => Ok(Codec::Json),
-            Some(MSGPACK) => Ok(Codec::Msgpack),
-            Some(other) => Err(other),
-        }
-    }
+/// The codec of a payload's content type (`None` is JSON).
+fn codec_named(ct: Option<&str>) -> Result<Codec, &str> {
+    ct.map_or(Ok(Codec::Json), |name| Codec::of(name).ok_or(name))
 }
 
 /// A payload's content type as the WIT carries it.
 fn content_type_to_wit(ct: Option<String>) -> ContentType {
-    match Codec::named(ct.as_deref()) {
+    match codec_named(ct.as_deref()) {
         Ok(Codec::Json) => ContentType::Json,
         Ok(Codec::Msgpack) => ContentType::Msgpack,
         Err(_) => ContentType::Other(ct.unwrap_or_default()),
@@ -213,11 +200,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
     Ok(Payload {
         type_name: type_name_of::<T>(),
         content_type: Some(MSGPACK.to_owned()),
-        data: {
-            let mut data = Vec::new();
-            msgpack::write(value, &mut data)?;
-            data
-        },
+        data: msgpack::to_vec(value)?,
     })
 }
 
@@ -226,7 +209,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
 pub fn decode<T: DeserializeOwned + 'static>(p: &Payload) -> Result<T, Error> {
     decode_as(
         &p.type_name,
-        Codec::named(p.content_type.as_deref()),
+        codec_named(p.content_type.as_deref()),
         &p.data,
     )
 }
@@ -309,9 +292,7 @@ fn encode_data<T: Serialize + ?Sized>(value: &T) -> Result<MessageData, Error> {
     SCRATCH.with(|scratch| {
         // A `Serialize` impl that encodes a message itself finds the buffer taken: it gets its own.
         let Ok(mut slot) = scratch.try_borrow_mut() else {
-            let mut data = Vec::new();
-            msgpack::write(value, &mut data)?;
-            return Ok(MessageData::Bytes(data));
+            return Ok(MessageData::Bytes(msgpack::to_vec(value)?));
         };
         let buf: &mut Vec<u8> = slot.get_or_insert_default();
         buf.clear();
@@ -383,7 +364,7 @@ fn decode_answer<R: DeserializeOwned + 'static>(m: &Message) -> Result<R, Error>
         let name = name_in(t.as_deref().unwrap_or_default(), &m.message_type)?;
         decode_as(
             name,
-            Codec::of(&m.content_type),
+            codec_of(&m.content_type),
             data_in(&m.data, &mut [0; inline::CAPACITY])?,
         )
     })
@@ -977,7 +958,7 @@ impl<A: 'static> Handlers<A> {
                 if r.message_type != index {
                     continue;
                 }
-                let ct = Codec::of(&message.content_type);
+                let ct = codec_of(&message.content_type);
                 if let Outcome::Done(result) = (r.call)(agent, ct, data, ctx) {
                     return result;
                 }

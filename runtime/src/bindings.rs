@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use warren_core::{Error, Message, PublishOptions, SendOptions, Target};
+use warren_core::{Codec, Error, Message, PublishOptions, SendOptions, Target};
 
 use crate::host::{Handling, StoreState};
 use crate::manifest::allowed;
@@ -45,10 +45,10 @@ pub(crate) use warren::agent::types as wit;
 /// A content type as the WIT carries it: JSON and MessagePack as their cases, no string to copy
 /// into the guest per message.
 fn content_type_to_wit(ct: std::borrow::Cow<'_, str>) -> wit::ContentType {
-    match &*ct {
-        warren_core::JSON => wit::ContentType::Json,
-        warren_core::MSGPACK => wit::ContentType::Msgpack,
-        _ => wit::ContentType::Other(ct.into_owned()),
+    match Codec::of(&ct) {
+        Some(Codec::Json) => wit::ContentType::Json,
+        Some(Codec::Msgpack) => wit::ContentType::Msgpack,
+        None => wit::ContentType::Other(ct.into_owned()),
     }
 }
 
@@ -65,19 +65,18 @@ fn content_type_from_wit(ct: wit::ContentType) -> std::borrow::Cow<'static, str>
 
 /// A content type kept past the message it came from: JSON and MessagePack by their static names.
 fn owned_content_type(ct: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'static, str> {
-    use std::borrow::Cow;
-    match &*ct {
-        warren_core::JSON => Cow::Borrowed(warren_core::JSON),
-        warren_core::MSGPACK => Cow::Borrowed(warren_core::MSGPACK),
-        _ => Cow::Owned(ct.into_owned()),
+    match Codec::of(&ct) {
+        Some(c) => std::borrow::Cow::Borrowed(c.content_type()),
+        None => std::borrow::Cow::Owned(ct.into_owned()),
     }
 }
 
-/// The content types a message keeps inline ([`Message::from_short`]), by their static names.
-fn static_content_type(ct: &wit::ContentType) -> Option<&'static str> {
+/// The codec of a WIT content type (the case, not a string compare), for a message kept inline
+/// ([`Message::from_short`]); `None` for `other`.
+fn case_codec(ct: &wit::ContentType) -> Option<Codec> {
     match ct {
-        wit::ContentType::Json => Some(warren_core::JSON),
-        wit::ContentType::Msgpack => Some(warren_core::MSGPACK),
+        wit::ContentType::Json => Some(Codec::Json),
+        wit::ContentType::Msgpack => Some(Codec::Msgpack),
         wit::ContentType::Other(_) => None,
     }
 }
@@ -189,11 +188,9 @@ pub(crate) fn from_wit_message(m: wit::Message, types: &[Arc<str>]) -> Result<Me
     };
     // The common answer: a declared type with short JSON or MessagePack data. It stays inside
     // the message, sharing the table's name: nothing is allocated for it.
-    if let (wit::MessageType::Declared(i), Some(ct), wit::MessageData::Inline(b)) = (
-        &m.message_type,
-        static_content_type(&m.content_type),
-        &m.data,
-    ) {
+    if let (wit::MessageType::Declared(i), Some(ct), wit::MessageData::Inline(b)) =
+        (&m.message_type, case_codec(&m.content_type), &m.data)
+    {
         let mut buf = [0; inline::CAPACITY];
         let data = inline_from_wit(b, &mut buf)?;
         return Ok(Message::from_short(declared(*i)?.clone(), ct, data));

@@ -164,6 +164,33 @@ pub mod inline {
     }
 }
 
+/// The encodings both sides read, named once: the content type of each and back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// `application/json`, AutoGen's default.
+    Json,
+    /// `application/msgpack`: Warren's MessagePack ([`msgpack`]).
+    Msgpack,
+}
+
+impl Codec {
+    /// The content type.
+    pub const fn content_type(self) -> &'static str {
+        match self {
+            Codec::Json => "application/json",
+            Codec::Msgpack => "application/msgpack",
+        }
+    }
+
+    /// The codec of a content type; `None` for any other.
+    #[inline]
+    pub fn of(content_type: &str) -> Option<Codec> {
+        [Codec::Json, Codec::Msgpack]
+            .into_iter()
+            .find(|c| c.content_type() == content_type)
+    }
+}
+
 /// Warren's MessagePack (`application/msgpack`), the encoding of messages to and from wasm agents,
 /// defined once for the host and the guest SDK: struct fields keyed by name (so a sender and a
 /// receiver whose types drift apart behave as with JSON), types in their human-readable form (an
@@ -176,9 +203,6 @@ pub mod msgpack {
 
     pub use rmp_serde::decode::Error as DecodeError;
     pub use rmp_serde::encode::Error as EncodeError;
-
-    /// The content type.
-    pub const CONTENT_TYPE: &str = "application/msgpack";
 
     /// How deep data may nest, as serde_json limits JSON: decoding recurses on the stack, and
     /// `rmp_serde`'s own default (1,024) is more than a host thread's stack should give a
@@ -218,6 +242,13 @@ pub mod msgpack {
         let value = T::deserialize(&mut de)?;
         end(&mut de)?;
         Ok(value)
+    }
+
+    /// `value` encoded.
+    pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        write(value, &mut out)?;
+        Ok(out)
     }
 
     /// Appends `value` to `out`.

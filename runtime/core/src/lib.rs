@@ -53,8 +53,8 @@ pub use error::{BoxError, Error, InterventionStage, Target};
 pub use id::{AgentId, AgentType, DEFAULT_TOPIC_TYPE, IdError, MessageId, SubscriptionId, TopicId};
 pub use intervention::{Intervention, InterventionHandler, PublishContext};
 pub use message::{
-    Encoded, INLINE_JSON, JSON, JsonSerializer, MSGPACK, Message, MessageSerializer, Payload,
-    SerializerRegistry,
+    Codec, Encoded, INLINE_JSON, JSON, JsonSerializer, MSGPACK, Message, MessageSerializer,
+    Payload, SerializerRegistry,
 };
 pub use routed::{RouteBuilder, RoutedAgent, Routes};
 pub use runtime::{

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{BoxError, Error};
 
 /// The default content type, as in AutoGen.
-pub const JSON: &str = "application/json";
+pub const JSON: &str = Codec::Json.content_type();
 
 /// MessagePack with struct fields keyed by name and types in their human-readable form (an IP
 /// address as its text, as JSON has it): what Warren's guest SDK sends, and what the host gives a
@@ -34,7 +34,7 @@ pub const JSON: &str = "application/json";
 /// handlers), the serializer registry (through JSON, see [`SerializerRegistry::deserialize`]),
 /// and [`Payload::to_json`] for whatever needs JSON text. Nesting is limited to 128 levels, as
 /// serde_json limits JSON.
-pub const MSGPACK: &str = msgpack::CONTENT_TYPE;
+pub const MSGPACK: &str = Codec::Msgpack.content_type();
 
 /// A serialized message: AutoGen's wire payload.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,26 +78,9 @@ impl fmt::Debug for Payload {
     }
 }
 
-/// The encodings a native value with a built-in encoding has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
-    /// [`JSON`]: its payload ([`Message::to_payload`]), AutoGen's wire shape.
-    Json,
-    /// [`MSGPACK`]: its wire form for a wasm agent ([`Message::encode`]).
-    Msgpack,
-}
-
-impl Format {
-    fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => JSON,
-            Format::Msgpack => MSGPACK,
-        }
-    }
-}
-
 /// Appends a native value's encoding in a format to a buffer.
-type EncodeFn = fn(&(dyn Any + Send + Sync), Format, &mut Vec<u8>) -> Result<(), BoxError>;
+/// ([`Codec::Json`] for its payload, AutoGen's wire shape; [`Codec::Msgpack`] for a wasm agent.)
+type EncodeFn = fn(&(dyn Any + Send + Sync), Codec, &mut Vec<u8>) -> Result<(), BoxError>;
 
 /// A message's wire form, borrowed where it can be: the type name of a native value, the bytes of
 /// a payload, or a caller's buffer the value was encoded into. For a consumer that copies the
@@ -141,7 +124,7 @@ enum Repr {
     Inline {
         type_name: Arc<str>,
         /// [`JSON`] or [`MSGPACK`] (one byte: the message stays as small as a JSON-only one).
-        format: Format,
+        format: Codec,
         len: u8,
         bytes: [u8; INLINE_JSON],
     },
@@ -174,19 +157,21 @@ impl NameLater {
 
 fn encode_value<T: Serialize + 'static>(
     v: &(dyn Any + Send + Sync),
-    format: Format,
+    format: Codec,
     out: &mut Vec<u8>,
 ) -> Result<(), BoxError> {
     let v = v
         .downcast_ref::<T>()
         .expect("encoder is stored next to a value of its own type");
     match format {
-        Format::Json => serde_json::to_writer(out, v)?,
-        Format::Msgpack => msgpack::write(v, out)?,
+        Codec::Json => serde_json::to_writer(out, v)?,
+        Codec::Msgpack => msgpack::write(v, out)?,
     }
     Ok(())
 }
 
+/// The encodings Warren reads everywhere ([`JSON`], [`MSGPACK`]), shared with the guest SDK.
+pub use warren_typename::Codec;
 /// The bare name of a Rust type: `my_crate::msgs::WorkRequest` becomes `WorkRequest`, and
 /// `Vec<my::Item>` becomes `Vec<Item>` (shared with the guest SDK, so both sides name alike).
 pub use warren_typename::bare_type_name;
@@ -242,26 +227,20 @@ impl Message {
     /// A JSON message from its type name and encoded bytes: [`Message::from_short`] with
     /// [`JSON`].
     pub fn from_json(type_name: Arc<str>, data: &[u8]) -> Self {
-        Self::from_short(type_name, JSON, data)
+        Self::from_short(type_name, Codec::Json, data)
     }
 
-    /// A message from its type name, content type and encoded bytes. [`JSON`] or [`MSGPACK`]
-    /// data of up to [`INLINE_JSON`] bytes is kept inside the message (no allocation; the type
-    /// name is shared); longer data, and any other content type, becomes a payload. Either way it
-    /// behaves as [`Message::from_payload`] with that payload.
-    pub fn from_short(type_name: Arc<str>, content_type: &'static str, data: &[u8]) -> Self {
-        let format = match content_type {
-            JSON => Some(Format::Json),
-            MSGPACK => Some(Format::Msgpack),
-            _ => None,
-        };
-        let Some(format) = format.filter(|_| data.len() <= INLINE_JSON) else {
+    /// A message from its type name, codec and encoded bytes. Data of up to [`INLINE_JSON`]
+    /// bytes is kept inside the message (no allocation; the type name is shared), longer data
+    /// becomes a payload. Either way it behaves as [`Message::from_payload`] with that payload.
+    pub fn from_short(type_name: Arc<str>, format: Codec, data: &[u8]) -> Self {
+        if data.len() > INLINE_JSON {
             return Self::from_payload(Payload {
                 type_name: type_name.to_string(),
-                content_type: Cow::Borrowed(content_type),
+                content_type: Cow::Borrowed(format.content_type()),
                 data: data.to_vec(),
             });
-        };
+        }
         let mut bytes = [0; INLINE_JSON];
         bytes[..data.len()].copy_from_slice(data);
         Self {
@@ -416,7 +395,7 @@ impl Message {
                             ),
                         })?;
                         let mut bytes = Vec::new();
-                        enc(&*shared, Format::Msgpack, &mut bytes)
+                        enc(&*shared, Codec::Msgpack, &mut bytes)
                             .map_err(|e| codec_ct(&expected, MSGPACK, e))?;
                         msgpack::from_slice(&bytes).map_err(|e| codec_ct(&expected, MSGPACK, e))
                     }
@@ -479,7 +458,7 @@ impl Message {
                 match encode {
                     Some(enc) => {
                         let mut data = Vec::new();
-                        enc(&**value, Format::Json, &mut data).map_err(|e| codec(&type_name, e))?;
+                        enc(&**value, Codec::Json, &mut data).map_err(|e| codec(&type_name, e))?;
                         Ok(Payload::json(type_name, data))
                     }
                     None => Err(Error::UnknownSerializer {
@@ -548,13 +527,13 @@ impl Message {
                         Some(data) => data,
                         None => {
                             let mut data = Vec::new();
-                            enc(&**value, Format::Msgpack, &mut data).map_err(failed)?;
+                            enc(&**value, Codec::Msgpack, &mut data).map_err(failed)?;
                             cell.get_or_init(|| data.into_boxed_slice())
                         }
                     },
                     None => {
                         buf.clear();
-                        enc(&**value, Format::Msgpack, buf).map_err(failed)?;
+                        enc(&**value, Codec::Msgpack, buf).map_err(failed)?;
                         buf
                     }
                 };
@@ -588,10 +567,12 @@ pub(crate) fn decode_bytes<T: DeserializeOwned>(
     content_type: &str,
     data: &[u8],
 ) -> Result<T, Error> {
-    match content_type {
-        JSON => serde_json::from_slice(data).map_err(|e| codec(type_name, e)),
-        MSGPACK => msgpack::from_slice(data).map_err(|e| codec_ct(type_name, MSGPACK, e)),
-        _ => Err(Error::UnknownSerializer {
+    match Codec::of(content_type) {
+        Some(Codec::Json) => serde_json::from_slice(data).map_err(|e| codec(type_name, e)),
+        Some(Codec::Msgpack) => {
+            msgpack::from_slice(data).map_err(|e| codec_ct(type_name, MSGPACK, e))
+        }
+        None => Err(Error::UnknownSerializer {
             type_name: type_name.to_owned(),
             content_type: content_type.to_owned(),
         }),
@@ -604,9 +585,9 @@ pub fn to_json<'a>(
     content_type: &str,
     data: &'a [u8],
 ) -> Result<Cow<'a, [u8]>, Error> {
-    match content_type {
-        JSON => Ok(Cow::Borrowed(data)),
-        MSGPACK => {
+    match Codec::of(content_type) {
+        Some(Codec::Json) => Ok(Cow::Borrowed(data)),
+        Some(Codec::Msgpack) => {
             let mut out = Vec::with_capacity(data.len() * 2);
             let mut de = msgpack::deserializer(data);
             serde_transcode::transcode(&mut de, &mut serde_json::Serializer::new(&mut out))
@@ -614,7 +595,7 @@ pub fn to_json<'a>(
             msgpack::end(&mut de).map_err(|e| codec_ct(type_name, MSGPACK, e))?;
             Ok(Cow::Owned(out))
         }
-        _ => Err(Error::UnknownSerializer {
+        None => Err(Error::UnknownSerializer {
             type_name: type_name.to_owned(),
             content_type: content_type.to_owned(),
         }),
@@ -1019,7 +1000,8 @@ mod tests {
             .unwrap();
         assert_eq!(r.decode::<i64>().unwrap(), 42);
         // MessagePack, as a wasm agent sends it (`{"i": 9}`), is decoded the same way.
-        let packed = Message::from_short(Arc::from("Ping"), MSGPACK, &[0x81, 0xa1, b'i', 0x09]);
+        let packed =
+            Message::from_short(Arc::from("Ping"), Codec::Msgpack, &[0x81, 0xa1, b'i', 0x09]);
         let r = rt
             .send_message(packed, to.clone(), Default::default())
             .await
@@ -1061,12 +1043,9 @@ mod tests {
     fn a_message_is_no_larger_for_knowing_its_format() {
         // Inline data (a shared name, a length, a format byte and 32 bytes) sets the size.
         assert_eq!(std::mem::size_of::<Message>(), 56);
-        // Another content type is never inline.
-        let m = Message::from_short(Arc::from("Blob"), "application/x-protobuf", &[1, 2]);
-        assert_eq!(
-            m.payload().map(|p| &*p.content_type),
-            Some("application/x-protobuf")
-        );
+        // A short message of either codec is kept inline and says its content type.
+        let m = Message::from_short(Arc::from("Blob"), Codec::Msgpack, &[1, 2]);
+        assert_eq!(m.bytes().map(|(_, ct, _)| ct), Some(MSGPACK));
     }
 
     #[test]
@@ -1077,7 +1056,7 @@ mod tests {
         };
         let p = packed("DataclassMessage", &newer);
         // Short data stays inside the message, as JSON does; either way it decodes by name.
-        let inline = Message::from_short(Arc::from("DataclassMessage"), MSGPACK, &p.data);
+        let inline = Message::from_short(Arc::from("DataclassMessage"), Codec::Msgpack, &p.data);
         assert!(inline.payload().is_none());
         assert_eq!(inline.bytes().unwrap().1, MSGPACK);
         assert_eq!(inline.to_payload(None).unwrap(), p);
