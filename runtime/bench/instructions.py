@@ -12,11 +12,18 @@ chain request). Use it to A/B a change: same command before and after.
     python3 runtime/bench/instructions.py --workload state_roundtrip    # per agent, setup included
     python3 runtime/bench/instructions.py --components /tmp/old-guests   # other guest builds
     python3 runtime/bench/instructions.py --workload rpc_chain --atomics # atomic operations
+    python3 runtime/bench/instructions.py --workload rpc_chain --breakdown # by part of the path
 
 `--atomics` counts, instead of instructions, the host's atomic read-modify-write instructions per
 operation (x86-64 `lock`-prefixed instructions and `xchg` with memory, found by disassembling the
 bench binary with objdump): reference counts, locks, counters. Each costs about 20 cycles even
 uncontended (9-10 ns on the 2-core VM), which an instruction count hides.
+
+`--breakdown` splits the instructions per operation by where they run: the core's queue and
+dispatch, the async machinery, encoding on each side, the component call (wasmtime and its
+trampolines), the wasm agent glue, the guest's own code, the allocator. Guest functions are named
+through wasmtime's perf map (`/tmp/perf-<pid>.map`); build the guests with
+`CARGO_PROFILE_GUEST_STRIP=false` so their encoding shows apart from the SDK's code.
 
 Needs valgrind (Debian: `apt-get install valgrind`). Run it twice after rebuilding guests: the first
 run after a change compiles the component under valgrind (the compile cache is then warm).
@@ -25,6 +32,7 @@ run after a change compiles the component under valgrind (the compile cache is t
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import os
 import re
@@ -48,7 +56,7 @@ PER_AGENT = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)
 
 
 def instructions(bench: Path, workload: str, variant: str, n: int, components: Path,
-                 dump: Path | None = None) -> int:
+                 dump: Path | None = None, perf_map: bool = False) -> int:
     out_file = str(dump) if dump else "/dev/null"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
     if dump:
@@ -58,6 +66,9 @@ def instructions(bench: Path, workload: str, variant: str, n: int, components: P
     env = dict(os.environ)
     if variant == "wasm":
         env["WARREN_BENCH_EXPLICIT_CHECKS"] = "1"
+    if perf_map:
+        # Any writable path turns on wasmtime's perf map; the bench's perf commands go nowhere.
+        env["WARREN_BENCH_PERF_CTL"] = "/dev/null"
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
@@ -107,6 +118,81 @@ def self_costs(dump: Path, binary: str) -> collections.Counter:
     return cost
 
 
+# Where an instruction runs, by the name of its function (first match wins). Guest code is named
+# "GUEST <perf map name>"; wasmtime's trampolines and the component's shim module are JIT code too
+# but belong to the component call.
+CATEGORIES = [
+    ("component call: wasmtime (enter, lift, lower, fibers, trampolines)",
+     r"^GUEST .*(trampoline|^GUEST wasm\[[1-9])|wasmtime|cranelift|add_to_linker"),
+    ("guest: encoding (MessagePack or JSON, UTF-8 checks)", r"^GUEST .*(rmp|serde|msgpack|from_utf8|memcmp|itoa)"),
+    ("guest: SDK dispatch, handler, generated bindings", r"^GUEST "),
+    ("host: encoding (MessagePack, JSON)", r"rmp|serde|warren_typename|Message::(en|de)code|Inner::encode"),
+    ("wasm agent and host bindings (warren-runtime)", r"warren_runtime"),
+    ("the bench's caller and native agents", r"^\?*:?<?warren_bench"),
+    ("queue, dispatch, context, wait-for graph (warren-core)", r"warren_core"),
+    ("async machinery (boxed futures, tokio, catch_unwind)", r"future|tokio|FnOnce|catch_unwind"),
+    ("allocator, memcpy", r"mi_|memcpy|memmove|memset|memcmp|malloc|free"),
+]
+
+
+def function_costs(dump: Path) -> collections.Counter:
+    """Self instructions per function of a callgrind dump, JIT addresses named from the perf map
+    of the process that made it."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", str(dump)],
+                         capture_output=True, text=True, check=True).stdout
+    pid = re.search(r"^pid:\s*(\d+)", open(dump).read(4096), re.M)
+    jit = []
+    if pid and Path(f"/tmp/perf-{pid.group(1)}.map").exists():
+        for line in open(f"/tmp/perf-{pid.group(1)}.map"):
+            start, size, name = line.rstrip("\n").split(" ", 2)
+            jit.append((int(start, 16), int(size, 16), name))
+        jit.sort()
+    starts = [j[0] for j in jit]
+    costs: collections.Counter = collections.Counter()
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*)", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        name = re.sub(r" \[.*\]$", "", re.sub(r"'\d+", "", m.group(2)))
+        a = re.match(r"\?\?\?:0x([0-9a-f]+)", name)
+        if a:
+            addr = int(a.group(1), 16)
+            i = bisect.bisect_right(starts, addr) - 1
+            name = f"GUEST {jit[i][2]}" if i >= 0 and addr < jit[i][0] + jit[i][1] else "JIT (unnamed)"
+        costs[name] += int(m.group(1).replace(",", ""))
+    return costs
+
+
+def breakdown(args, small: int, large: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        costs = []
+        for n in (small, large):
+            dump = Path(tmp) / f"cg.{n}"
+            instructions(args.bench, args.workload, args.variant, n, args.components, dump,
+                         perf_map=True)
+            costs.append(function_costs(dump))
+    a, b = costs
+    per_op = {k: (b[k] - a[k]) / (large - small) for k in a.keys() | b.keys()}
+    total = sum(per_op.values())
+    by_cat: collections.Counter = collections.Counter()
+    top: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for name, n in per_op.items():
+        cat = next((c for c, rx in CATEGORIES if re.search(rx, name)), "other (libc, kernel entry)")
+        by_cat[cat] += n
+        top[cat][name] += n
+    checks = ", explicit bounds checks" if args.variant == "wasm" else ""
+    print(f"{args.workload} {args.variant}: {total:,.0f} instructions per operation "
+          f"(callgrind, n={small} and n={large}{checks})")
+    for cat, n in by_cat.most_common():
+        if abs(n) < 0.5:
+            continue
+        print(f"  {n:9,.0f}  {100 * n / total:5.1f}%  {cat}")
+        if args.verbose:
+            for name, m in top[cat].most_common(6):
+                if m >= 1:
+                    print(f"               {m:8,.0f}  {name[:110]}")
+
+
 def atomic_sites(binary: Path) -> dict[int, str]:
     """Addresses of atomic read-modify-write instructions in `binary`, with their functions."""
     dis = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", str(binary)],
@@ -154,8 +240,14 @@ def main() -> None:
     ap.add_argument("--bench", type=Path, default=ROOT / "target/release/warren-bench")
     ap.add_argument("--atomics", action="store_true",
                     help="count atomic read-modify-write instructions per operation instead")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="split the instructions per operation by part of the message path")
+    ap.add_argument("--verbose", action="store_true", help="with --breakdown: the top functions")
     args = ap.parse_args()
     small, large = {**SIZES, **PER_AGENT}[args.workload]
+    if args.breakdown:
+        breakdown(args, small, large)
+        return
     if args.atomics:
         atomics(args, small, large)
         return
