@@ -118,6 +118,13 @@ pub const DEFAULT_MAX_QUEUED: usize = 1_000_000;
 /// fresh task. Keeps the poll stack bounded for long chains without limiting their length.
 const MAX_INLINE_DEPTH: u32 = 16;
 
+/// How a send waits for its answer: delivered in place on the sender's task, or from the
+/// recipient's mailbox through a reply channel.
+enum Wait {
+    InPlace(Detach<Result<Message, Error>>),
+    Reply(Option<oneshot::Receiver<Result<Message, Error>>>),
+}
+
 /// A drainer yields to the scheduler after this many jobs so one busy agent cannot starve others.
 const DRAIN_BATCH: usize = 64;
 
@@ -1158,8 +1165,15 @@ impl Inner {
             };
         let target = || Target::Agent(recipient.clone());
 
-        let result = if self.running.load(Ordering::Acquire) {
-            let message = self.intervene_send(message, &ctx).await?;
+        // One await per way of waiting, below: each await point keeps its own state in this
+        // future, which `send_to_cell` moves into a box for every send.
+        let wait = if self.running.load(Ordering::Acquire) {
+            // Interventions are boxed where they run: inline, their state would make every send's
+            // future hundreds of bytes larger.
+            let message = match self.interventions.is_empty() {
+                true => message,
+                false => Box::pin(self.intervene_send(message, &ctx)).await?,
+            };
             self.check_queue(recipient)?;
             self.accept();
             let mut reply = None;
@@ -1174,36 +1188,26 @@ impl Inner {
                 }))
             });
             match claim {
-                Claim::Owned(slot) => {
-                    let fut = Detach::new(async move {
-                        let mut slot = slot;
-                        // The context's own runtime handle: no reference count of its own.
-                        let inner = &ctx.runtime;
-                        let r = inner
-                            .deliver(&ctx.cell, &mut slot, message, &ctx, depth)
-                            .await;
-                        let r = ctx.reply(r);
-                        inner.done();
-                        inner.release(&ctx.cell, slot);
-                        r
-                    });
-                    match &token {
-                        Some(token) => tokio::select! {
-                            biased;
-                            _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
-                            r = fut => r,
-                        },
-                        None => fut.await,
-                    }
-                }
-                Claim::Queued => self.await_reply(reply, &token, target).await,
+                Claim::Owned(slot) => Wait::InPlace(Detach::new(async move {
+                    let mut slot = slot;
+                    // The context's own runtime handle: no reference count of its own.
+                    let inner = &ctx.runtime;
+                    let r = inner
+                        .deliver(&ctx.cell, &mut slot, message, &ctx, depth)
+                        .await;
+                    let r = ctx.reply(r);
+                    inner.done();
+                    inner.release(&ctx.cell, slot);
+                    r
+                })),
+                Claim::Queued => Wait::Reply(reply),
                 Claim::QueuedIdle(slot) => {
                     self.spawn_drain(ctx.cell.clone(), slot);
-                    self.await_reply(reply, &token, target).await
+                    Wait::Reply(reply)
                 }
                 Claim::Full => {
                     self.done();
-                    Err(self.mailbox_full(&ctx.cell))
+                    return Err(self.mailbox_full(&ctx.cell));
                 }
             }
         } else {
@@ -1215,10 +1219,25 @@ impl Inner {
                 ctx,
                 reply: tx,
             });
-            self.await_reply(Some(rx), &token, target).await
+            Wait::Reply(Some(rx))
+        };
+        let result = match wait {
+            Wait::InPlace(fut) => match &token {
+                Some(token) => tokio::select! {
+                    biased;
+                    _ = token.cancelled() => Err(Error::Cancelled { target: target() }),
+                    r = fut => r,
+                },
+                None => fut.await,
+            },
+            Wait::Reply(reply) => self.await_reply(reply, &token, target).await,
         }?;
-        self.intervene_response(result, recipient, response_to.as_ref())
-            .await
+        match self.interventions.is_empty() {
+            true => Ok(result),
+            false => {
+                Box::pin(self.intervene_response(result, recipient, response_to.as_ref())).await
+            }
+        }
     }
 
     async fn await_reply(
@@ -1448,7 +1467,10 @@ impl Inner {
         ctx: &MessageContext,
         depth: u32,
     ) -> Result<Message, Error> {
-        self.ensure_agent(cell, slot).await?;
+        if slot.is_none() {
+            // Boxed: a factory's state is large and runs once per agent, not per message.
+            Box::pin(self.ensure_agent(cell, slot)).await?;
+        }
         let agent = slot.as_mut().expect("ensured");
         // Only to name the message if the handler panics (a native type's name costs nothing).
         let for_panic = message.name_later();
@@ -2075,5 +2097,29 @@ fn fail_envelope(env: Envelope) {
         Envelope::Publish { topic, message, .. } => {
             tracing::warn!(%topic, message_type = message.type_name(), "published message discarded: the runtime stopped before routing it");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every send's future is moved into a box (`send_to_cell`), so its size is copied per
+    /// message: each await point keeps its own state in it, and interventions (boxed where they
+    /// run) and the ways of waiting (one await each) must not multiply it. 512 bytes in this
+    /// (debug) build and in release; before, 648 here and 1,376 in release, where the awaited
+    /// functions are inlined into it.
+    #[tokio::test]
+    async fn a_sends_future_stays_small() {
+        let rt = AgentRuntime::new();
+        let never: Arc<DynFactory> = Arc::new(|_| Box::pin(async { Err("never built".into()) }));
+        rt.register_factory_dyn("t", never, None).await.unwrap();
+        let id = AgentId::new("t", "k").unwrap();
+        let cell = rt.inner.cell_for(&id).unwrap();
+        let fut = rt
+            .inner
+            .send(Message::new(1u8), &id, cell, SendOptions::default());
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 576, "a send's future is {size} bytes");
     }
 }
