@@ -123,7 +123,7 @@ def self_costs(dump: Path, binary: str) -> collections.Counter:
 # but belong to the component call.
 CATEGORIES = [
     ("component call: wasmtime (enter, lift, lower, fibers, trampolines)",
-     r"^GUEST .*(trampoline|^GUEST wasm\[[1-9])|wasmtime|cranelift|add_to_linker"),
+     r"^GUEST (.*trampoline|wasm\[[1-9])|wasmtime|cranelift|add_to_linker"),
     ("guest: encoding (MessagePack or JSON, UTF-8 checks)", r"^GUEST .*(rmp|serde|msgpack|from_utf8|memcmp|itoa)"),
     ("guest: SDK dispatch, handler, generated bindings", r"^GUEST "),
     ("host: encoding (MessagePack, JSON)", r"rmp|serde|warren_typename|Message::(en|de)code|Inner::encode"),
