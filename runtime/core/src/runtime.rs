@@ -1405,6 +1405,13 @@ impl Inner {
         if slot.is_some() {
             return Ok(());
         }
+        // Boxed: a factory's state is large and runs once per agent, while this future is part
+        // of every delivery's.
+        Box::pin(self.create_agent(cell, slot)).await
+    }
+
+    /// Builds the agent into the (empty) slot with its type's factory.
+    async fn create_agent(self: &Arc<Self>, cell: &Cell, slot: &mut Slot) -> Result<(), Error> {
         let TypeEntry::Factory { factory, expected } = &*cell.entry else {
             return Err(Error::UnknownAgent {
                 agent: cell.id.clone(),
@@ -1467,10 +1474,7 @@ impl Inner {
         ctx: &MessageContext,
         depth: u32,
     ) -> Result<Message, Error> {
-        if slot.is_none() {
-            // Boxed: a factory's state is large and runs once per agent, not per message.
-            Box::pin(self.ensure_agent(cell, slot)).await?;
-        }
+        self.ensure_agent(cell, slot).await?;
         let agent = slot.as_mut().expect("ensured");
         // Only to name the message if the handler panics (a native type's name costs nothing).
         let for_panic = message.name_later();
