@@ -13,11 +13,16 @@ chain request). Use it to A/B a change: same command before and after.
     python3 runtime/bench/instructions.py --components /tmp/old-guests   # other guest builds
     python3 runtime/bench/instructions.py --workload rpc_chain --atomics # atomic operations
     python3 runtime/bench/instructions.py --workload rpc_chain --breakdown # by part of the path
+    python3 runtime/bench/instructions.py --workload rpc_chain --cache     # L1 misses too
 
 `--atomics` counts, instead of instructions, the host's atomic read-modify-write instructions per
 operation (x86-64 `lock`-prefixed instructions and `xchg` with memory, found by disassembling the
 bench binary with objdump): reference counts, locks, counters. Each costs about 20 cycles even
 uncontended (9-10 ns on the 2-core VM), which an instruction count hides.
+
+`--cache` runs callgrind's cache simulation with this VM's geometry (Sapphire Rapids: 32 KiB
+L1i, 48 KiB L1d, 2 MiB L2 per core) and reports L1 instruction and data misses per operation: the
+code and data a message touches that the core's first-level caches cannot keep.
 
 `--breakdown` splits the instructions per operation by where they run: the core's queue and
 dispatch, the async machinery, encoding on each side, the component call (wasmtime and its
@@ -55,12 +60,23 @@ PER_AGENT = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)
 # bench's small pools get guard regions, about 1,200 instructions fewer per wasm call.
 
 
-def instructions(bench: Path, workload: str, variant: str, n: int, components: Path,
-                 dump: Path | None = None, perf_map: bool = False) -> int:
+# The cache geometry `--cache` simulates: this VM's Sapphire Rapids core (`lscpu`, and the L1
+# instruction cache Intel documents for it). Valgrind's default would take the host's L3 as
+# the last level; its L2 is what an L1 miss goes to.
+CACHES = ["--I1=32768,8,64", "--D1=49152,12,64", "--LL=2097152,16,64"]
+EVENTS = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
+
+
+def collected(bench: Path, workload: str, variant: str, n: int, components: Path,
+              dump: Path | None = None, perf_map: bool = False, cache: bool = False) -> list[int]:
+    """The totals callgrind collected over a whole run: instructions only, or with `cache` every
+    event of `EVENTS` (cache misses simulated on `CACHES`)."""
     out_file = str(dump) if dump else "/dev/null"
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
     if dump:
         cmd.append("--dump-instr=yes")
+    if cache:
+        cmd += ["--cache-sim=yes", *CACHES]
     cmd += [str(bench), "--child", "--workload", workload, "--variant", variant, "--n", str(n),
             "--components", str(components)]
     env = dict(os.environ)
@@ -72,10 +88,30 @@ def instructions(bench: Path, workload: str, variant: str, n: int, components: P
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
-    m = re.search(r"Collected : (\d+)", out.stderr)
+    m = re.search(r"Collected : ([\d ]+)", out.stderr)
     if not m:
         sys.exit(f"no callgrind total in:\n{out.stderr[-2000:]}")
-    return int(m.group(1))
+    return [int(x) for x in m.group(1).split()]
+
+
+def instructions(bench: Path, workload: str, variant: str, n: int, components: Path,
+                 dump: Path | None = None, perf_map: bool = False) -> int:
+    return collected(bench, workload, variant, n, components, dump, perf_map)[0]
+
+
+def cache(args, small: int, large: int) -> None:
+    a, b = (collected(args.bench, args.workload, args.variant, n, args.components, cache=True)
+            for n in (small, large))
+    if len(a) != len(EVENTS) or len(b) != len(EVENTS):
+        sys.exit(f"callgrind collected {len(b)} events, expected {len(EVENTS)} ({' '.join(EVENTS)})")
+    per = {e: (y - x) / (large - small) for e, x, y in zip(EVENTS, a, b)}
+    print(f"{args.workload} {args.variant}: per operation (callgrind's cache simulation: "
+          f"L1i 32 KiB 8-way, L1d 48 KiB 12-way, L2 2 MiB 16-way; n={small} and n={large})")
+    print(f"  instructions {per['Ir']:>10,.0f}   L1i misses {per['I1mr']:>8,.0f} "
+          f"(1 per {per['Ir'] / max(per['I1mr'], 1):,.0f} instructions)")
+    print(f"  data reads   {per['Dr']:>10,.0f}   L1d read misses  {per['D1mr']:>8,.0f}")
+    print(f"  data writes  {per['Dw']:>10,.0f}   L1d write misses {per['D1mw']:>8,.0f}")
+    print(f"  L2 misses    {per['ILmr'] + per['DLmr'] + per['DLmw']:>10,.0f}")
 
 
 def self_costs(dump: Path, binary: str) -> collections.Counter:
@@ -243,6 +279,8 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true",
                     help="split the instructions per operation by part of the message path")
     ap.add_argument("--verbose", action="store_true", help="with --breakdown: the top functions")
+    ap.add_argument("--cache", action="store_true",
+                    help="simulated L1 and L2 cache misses per operation as well")
     args = ap.parse_args()
     small, large = {**SIZES, **PER_AGENT}[args.workload]
     if args.breakdown:
@@ -250,6 +288,9 @@ def main() -> None:
         return
     if args.atomics:
         atomics(args, small, large)
+        return
+    if args.cache:
+        cache(args, small, large)
         return
     a = instructions(args.bench, args.workload, args.variant, small, args.components)
     b = instructions(args.bench, args.workload, args.variant, large, args.components)
