@@ -104,7 +104,8 @@ def cache(args, small: int, large: int) -> None:
             for n in (small, large))
     if len(a) != len(EVENTS) or len(b) != len(EVENTS):
         sys.exit(f"callgrind collected {len(b)} events, expected {len(EVENTS)} ({' '.join(EVENTS)})")
-    per = {e: (y - x) / (large - small) for e, x, y in zip(EVENTS, a, b)}
+    # Rounded, and `+ 0.0` turns a -0.0 (a count that did not grow) into 0.
+    per = {e: round((y - x) / (large - small), 1) + 0.0 for e, x, y in zip(EVENTS, a, b)}
     print(f"{args.workload} {args.variant}: per operation (callgrind's cache simulation: "
           f"L1i 32 KiB 8-way, L1d 48 KiB 12-way, L2 2 MiB 16-way; n={small} and n={large})")
     print(f"  instructions {per['Ir']:>10,.0f}   L1i misses {per['I1mr']:>8,.0f} "
