@@ -63,7 +63,8 @@ PER_AGENT = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)
 # The cache geometry `--cache` simulates: this VM's Sapphire Rapids core (`lscpu`, and the L1
 # instruction cache Intel documents for it). Valgrind's default would take the host's L3 as
 # the last level; its L2 is what an L1 miss goes to.
-CACHES = ["--I1=32768,8,64", "--D1=49152,12,64", "--LL=2097152,16,64"]
+CACHES = {"L1i": (32768, 8, 64), "L1d": (49152, 12, 64), "L2": (2097152, 16, 64)}
+CACHE_FLAGS = {"L1i": "--I1", "L1d": "--D1", "L2": "--LL"}
 EVENTS = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
 
 
@@ -76,7 +77,8 @@ def collected(bench: Path, workload: str, variant: str, n: int, components: Path
     if dump:
         cmd.append("--dump-instr=yes")
     if cache:
-        cmd += ["--cache-sim=yes", *CACHES]
+        cmd += ["--cache-sim=yes"] + [f"{CACHE_FLAGS[c]}={size},{ways},{line}"
+                                      for c, (size, ways, line) in CACHES.items()]
     cmd += [str(bench), "--child", "--workload", workload, "--variant", variant, "--n", str(n),
             "--components", str(components)]
     env = dict(os.environ)
@@ -106,8 +108,9 @@ def cache(args, small: int, large: int) -> None:
         sys.exit(f"callgrind collected {len(b)} events, expected {len(EVENTS)} ({' '.join(EVENTS)})")
     # Rounded, and `+ 0.0` turns a -0.0 (a count that did not grow) into 0.
     per = {e: round((y - x) / (large - small), 1) + 0.0 for e, x, y in zip(EVENTS, a, b)}
+    geometry = ", ".join(f"{c} {size // 1024:,} KiB {ways}-way" for c, (size, ways, _) in CACHES.items())
     print(f"{args.workload} {args.variant}: per operation (callgrind's cache simulation: "
-          f"L1i 32 KiB 8-way, L1d 48 KiB 12-way, L2 2 MiB 16-way; n={small} and n={large})")
+          f"{geometry}; n={small} and n={large})")
     print(f"  instructions {per['Ir']:>10,.0f}   L1i misses {per['I1mr']:>8,.0f} "
           f"(1 per {per['Ir'] / max(per['I1mr'], 1):,.0f} instructions)")
     print(f"  data reads   {per['Dr']:>10,.0f}   L1d read misses  {per['D1mr']:>8,.0f}")
