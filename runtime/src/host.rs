@@ -1095,6 +1095,10 @@ fn build_engine(
         c.memory_reservation(config.max_memory as u64);
         c.memory_guard_size(64 << 10);
     }
+    // Either way a memory's reservation covers everything the instance may grow to (the store's
+    // limiter refuses growth past `max_memory`), so its base never moves: compiled guests may
+    // load it once per function instead of again after every call.
+    c.memory_may_move(false);
     if pooling {
         let n = config.max_instances.max(1);
         let mut p = PoolingAllocationConfig::default();
