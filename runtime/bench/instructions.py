@@ -20,8 +20,9 @@ operation (x86-64 `lock`-prefixed instructions and `xchg` with memory, found by 
 bench binary with objdump): reference counts, locks, counters. Each costs about 20 cycles even
 uncontended (9-10 ns on the 2-core VM), which an instruction count hides.
 
-`--cache` runs callgrind's cache simulation with this VM's geometry (Sapphire Rapids: 32 KiB
-L1i, 48 KiB L1d, 2 MiB L2 per core) and reports L1 instruction and data misses per operation: the
+`--cache` runs callgrind's cache simulation with this machine's geometry as the kernel gives it
+(L1i, L1d and L2 per core; where it does not, the Sapphire Rapids VM's: 32 KiB L1i, 48 KiB L1d,
+2 MiB L2) and reports L1 instruction and data misses per operation: the
 code and data a message touches that the core's first-level caches cannot keep.
 
 `--breakdown` splits the instructions per operation by where they run: the core's queue and
@@ -60,10 +61,32 @@ PER_AGENT = {"instantiate_many": (5000, 15000), "state_roundtrip": (5000, 15000)
 # bench's small pools get guard regions, about 1,200 instructions fewer per wasm call.
 
 
-# The cache geometry `--cache` simulates: this VM's Sapphire Rapids core (`lscpu`, and the L1
-# instruction cache Intel documents for it). Valgrind's default would take the host's L3 as
-# the last level; its L2 is what an L1 miss goes to.
-CACHES = {"L1i": (32768, 8, 64), "L1d": (49152, 12, 64), "L2": (2097152, 16, 64)}
+# The cache geometry `--cache` simulates: this machine's core as the kernel describes it
+# (`/sys/devices/system/cpu/cpu0/cache`), the level 2 cache as the last level (valgrind's default
+# would take the L3, but the L2 is what an L1 miss goes to). Where the kernel does not say, the
+# Sapphire Rapids core of the VM this was first measured on (`lscpu`, and the L1 instruction
+# cache Intel documents for it).
+FALLBACK_CACHES = {"L1i": (32768, 8, 64), "L1d": (49152, 12, 64), "L2": (2097152, 16, 64)}
+
+
+def cache_geometry(sysfs: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> dict:
+    """(size, ways, line) of each of L1i, L1d and L2: the kernel's figures where it has them."""
+    names = {(1, "Instruction"): "L1i", (1, "Data"): "L1d", (2, "Unified"): "L2"}
+    found = {}
+    for index in sorted(sysfs.glob("index*")):
+        try:
+            level, kind, size, ways, line = ((index / f).read_text().strip() for f in (
+                "level", "type", "size", "ways_of_associativity", "coherency_line_size"))
+            name = names.get((int(level), kind))
+            if name:
+                unit = {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
+                found[name] = (int(size.rstrip("KM")) * unit, int(ways), int(line))
+        except (OSError, ValueError):
+            continue
+    return {c: found.get(c, FALLBACK_CACHES[c]) for c in FALLBACK_CACHES}
+
+
+CACHES = cache_geometry()
 CACHE_FLAGS = {"L1i": "--I1", "L1d": "--D1", "L2": "--LL"}
 EVENTS = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
 
@@ -228,7 +251,7 @@ def breakdown(args, small: int, large: int) -> None:
             continue
         print(f"  {n:9,.0f}  {100 * n / total:5.1f}%  {cat}")
         if args.verbose:
-            for name, m in top[cat].most_common(6):
+            for name, m in top[cat].most_common(args.top):
                 if m >= 1:
                     print(f"               {m:8,.0f}  {name[:110]}")
 
@@ -283,6 +306,7 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true",
                     help="split the instructions per operation by part of the message path")
     ap.add_argument("--verbose", action="store_true", help="with --breakdown: the top functions")
+    ap.add_argument("--top", type=int, default=6, help="with --verbose: how many functions per part")
     ap.add_argument("--cache", action="store_true",
                     help="simulated L1 and L2 cache misses per operation as well")
     args = ap.parse_args()
