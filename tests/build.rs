@@ -35,6 +35,12 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("guests");
+    // As `warren build` does (see `add_wasm_target` there): a toolchain installed without the
+    // target gets it; quiet and quick when it has it.
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .current_dir(&root)
+        .output();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def setup() -> tuple[Path, Path, Path]:
     cargo = os.environ.get("CARGO", "cargo")
     run([cargo, "build", "-q", "--release", "-p", "warren-bench"], cwd=ROOT)
     guests = TARGET / "guests"
+    if shutil.which("rustup"):
+        # rust-toolchain.toml names the target, but rustup adds it only when it installs the
+        # toolchain (see `add_wasm_target` in runtime/cli/src/build.rs).
+        run(["rustup", "target", "add", "wasm32-wasip2"], cwd=ROOT)
     run([cargo, "build", "-q", "--target", "wasm32-wasip2", "--profile", "guest",
          "-p", "warren-plugin-echo", "-p", "warren-plugin-counter", "-p", "warren-plugin-relay",
          "--target-dir", str(guests)], cwd=ROOT)

@@ -160,6 +160,12 @@ fn main() -> anyhow::Result<()> {
 fn build_components() -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = root.join("target").join("guests");
+    // As `warren build` does (see `add_wasm_target` there): a toolchain installed without the
+    // target gets it; quiet and quick when it has it.
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .current_dir(&root)
+        .output();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
         .args([

@@ -74,9 +74,29 @@ pub fn build_dirs(dirs: &[PathBuf], target_dir: Option<&Path>) -> anyhow::Result
     Ok(())
 }
 
+/// Adds the wasm32-wasip2 target with rustup for the toolchain that builds in `dir`. The
+/// `rust-toolchain.toml` names it, but rustup adds a file's targets only when it installs the
+/// toolchain: a machine that had the toolchain already, or sets `RUSTUP_AUTO_INSTALL=0`, lacks
+/// it. Quick and offline when the target is there; without rustup, or offline, the build that
+/// follows reports what is missing.
+fn add_wasm_target(dir: &Path) {
+    let _ = Command::new("rustup")
+        .args(["target", "add", "wasm32-wasip2"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// Runs cargo for one crate and returns the component it produced. Guests are built small
 /// (`opt-level = "s"`, LTO) and with `panic = "abort"`, so a guest panic is a trap.
 fn cargo_build(cargo_toml: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    add_wasm_target(
+        cargo_toml
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.arg("build")
