@@ -344,6 +344,40 @@ fn inspect_and_validate_the_example_plugins() {
     );
 }
 
+/// A machine whose toolchain was installed without the wasm target (rust-toolchain.toml's
+/// `targets` are added only when rustup installs the toolchain) gets it from `warren build`,
+/// which asks rustup for it in the plugin's directory, where its toolchain file applies.
+#[cfg(unix)]
+#[test]
+fn build_asks_rustup_for_the_wasm_target_in_the_plugins_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = scratch("fake-rustup");
+    let log = bin.join("calls");
+    let fake = bin.join("rustup");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$PWD $*\" >> '{}'\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let echo = root().join("plugins").join("echo");
+    let target = root().join("target").join("plugins");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["build", &echo.display().to_string(), "--target-dir"])
+        .arg(&target)
+        .env("PATH", path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running warren");
+    assert!(o.status.success(), "{:?}", text(&o));
+    let calls = std::fs::read_to_string(&log).expect("warren build ran rustup");
+    assert_eq!(
+        calls.trim(),
+        format!("{} target add wasm32-wasip2", echo.display())
+    );
+}
+
 #[test]
 fn a_new_plugin_builds_and_runs_first_time() {
     let dir = scratch("new");
