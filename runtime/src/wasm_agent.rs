@@ -52,20 +52,19 @@ struct Live {
 /// anyway and runs once per message (`on_message`: a second allocation per message cost more than
 /// the bytes it saved, 1% of a wasm chain's instructions).
 macro_rules! call {
-    (unboxed $live:expr, $call:ident $(, $arg:expr)*) => {{
+    (@ $wrap:path, $live:expr, $call:ident $(, $arg:expr)*) => {{
         let live: &mut Live = $live;
         match &live.world {
-            World::Async(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*).await,
+            World::Async(w) => $wrap(w.warren_agent_agent().$call(&mut live.store $(, $arg)*)).await,
             World::Sync(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*),
         }
     }};
-    ($live:expr, $call:ident $(, $arg:expr)*) => {{
-        let live: &mut Live = $live;
-        match &live.world {
-            World::Async(w) => Box::pin(w.warren_agent_agent().$call(&mut live.store $(, $arg)*)).await,
-            World::Sync(w) => w.warren_agent_agent().$call(&mut live.store $(, $arg)*),
-        }
-    }};
+    (unboxed $live:expr, $call:ident $(, $arg:expr)*) => {
+        call!(@ std::convert::identity, $live, $call $(, $arg)*)
+    };
+    ($live:expr, $call:ident $(, $arg:expr)*) => {
+        call!(@ Box::pin, $live, $call $(, $arg)*)
+    };
 }
 
 impl Live {
