@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -183,36 +184,34 @@ impl MessageContext {
             .expect("the default topic type is valid")
     }
 
-    /// Sends `message` to `recipient` as this agent and awaits the response.
-    pub async fn send_message(
+    /// Sends `message` to `recipient` as this agent and awaits the response. Like
+    /// [`AgentRuntime::send_message`], the future is small and starts the send when first polled.
+    pub fn send_message(
         &self,
         message: Message,
         recipient: AgentId,
-    ) -> Result<Message, Error> {
-        self.runtime()
-            .send_message(
-                message,
-                recipient,
-                SendOptions {
-                    sender: Some(self.agent_id().clone()),
-                    ..Default::default()
-                },
-            )
-            .await
+    ) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
+        self.runtime.send_message(
+            message,
+            recipient,
+            SendOptions {
+                sender: Some(self.agent_id().clone()),
+                ..Default::default()
+            },
+        )
     }
 
     /// Typed [`MessageContext::send_message`]: sends a serde value and decodes an `R`.
-    pub async fn send<R>(
+    pub fn send<R>(
         &self,
         message: impl Serialize + Send + Sync + 'static,
         recipient: &AgentId,
-    ) -> Result<R, Error>
+    ) -> impl Future<Output = Result<R, Error>> + Send + '_
     where
         R: DeserializeOwned + Any + Send + Sync,
     {
         self.send_message(Message::new(message), recipient.clone())
-            .await?
-            .decode()
+            .map(|sent| sent?.decode())
     }
 
     /// Publishes `message` to `topic` as this agent.

@@ -22,18 +22,20 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use crate::agent::{Agent, AgentContext, AgentMetadata, MessageContext};
 use crate::cell::{Cell, Claim, Delivery, Detach, Job, Published, Slot};
@@ -798,14 +800,18 @@ fn rust_type_of(agent: &mut dyn Agent) -> TypeId {
 impl AgentRuntime {
     /// Sends `message` to `recipient` and awaits its handler's response (AutoGen's
     /// `send_message`). See the crate docs for the errors and how they differ from AutoGen.
-    pub async fn send_message(
+    ///
+    /// Nothing happens until the future is first polled (the recipient is looked up then). The
+    /// future is small (its arguments and a pointer: 168 bytes): the send's
+    /// state goes in a box of its own when it starts, so callers that keep thousands of sends
+    /// waiting in a `join_all` hold little memory per send.
+    pub fn send_message(
         &self,
         message: Message,
         recipient: AgentId,
         options: SendOptions,
-    ) -> Result<Message, Error> {
-        let cell = self.inner.cell_for(&recipient)?;
-        self.send_to_cell(message, &recipient, cell, options).await
+    ) -> impl Future<Output = Result<Message, Error>> + Send + '_ {
+        self.inner.send_message(message, recipient, options)
     }
 
     /// Looks `agent` up once, for [`send_message_to`](Self::send_message_to): a send through the
@@ -836,45 +842,31 @@ impl AgentRuntime {
             Some(cell) => cell,
             None => self.inner.cell_for(&recipient.id)?,
         };
-        self.send_to_cell(message, &recipient.id, cell, options)
-            .await
-    }
-
-    async fn send_to_cell(
-        &self,
-        message: Message,
-        recipient: &AgentId,
-        cell: Arc<Cell>,
-        options: SendOptions,
-    ) -> Result<Message, Error> {
-        let span = tracing::debug_span!("warren.send", recipient = %recipient);
-        // Boxed: the send's state is over a kilobyte, and callers that keep thousands of sends in
-        // flight (a `join_all`) would otherwise move all of it around.
-        let fut = Box::pin(self.inner.send(message, recipient, cell, options));
-        // A disabled span costs nothing to create; skipping the wrapper saves a poll layer.
-        if span.is_disabled() {
-            fut.await
-        } else {
-            fut.instrument(span).await
-        }
+        traced(
+            &recipient.id,
+            Box::pin(self.inner.send(message, &recipient.id, cell, options)),
+        )
+        .await
     }
 
     /// Typed send: a serde value in, an `R` out (decoded from JSON if the recipient is a wasm agent).
-    pub async fn send<R>(
+    /// As small and as lazy as [`send_message`](Self::send_message)'s: the value is wrapped in a
+    /// [`Message`] at once, and sent when the future is first polled.
+    pub fn send<R>(
         &self,
         message: impl Serialize + Send + Sync + 'static,
         recipient: &AgentId,
-    ) -> Result<R, Error>
+    ) -> impl Future<Output = Result<R, Error>> + Send + '_
     where
         R: DeserializeOwned + Any + Send + Sync,
     {
+        // `map`, not `async move { sent.await }`: that would hold the send's future twice.
         self.send_message(
             Message::new(message),
             recipient.clone(),
             SendOptions::default(),
         )
-        .await?
-        .decode()
+        .map(|sent| sent?.decode())
     }
 
     /// Publishes `message` to `topic` (AutoGen's `publish_message`). Returns once the message is
@@ -1132,6 +1124,25 @@ impl Inner {
         }
     }
 
+    /// A send as callers await it ([`AgentRuntime::send_message`], [`MessageContext::send_message`]):
+    /// looks the recipient up when first polled, then runs [`send`](Self::send) in a box. The
+    /// send's own state is hundreds of bytes; outside the box the future holds only its arguments
+    /// and the box, so a caller with thousands of sends waiting at once (a `join_all`) keeps, and
+    /// the kernel faults in, a fraction of the memory.
+    pub(crate) async fn send_message(
+        self: &Arc<Self>,
+        message: Message,
+        recipient: AgentId,
+        options: SendOptions,
+    ) -> Result<Message, Error> {
+        let cell = self.cell_for(&recipient)?;
+        traced(
+            &recipient,
+            Box::pin(self.send(message, &recipient, cell, options)),
+        )
+        .await
+    }
+
     async fn send(
         self: &Arc<Self>,
         message: Message,
@@ -1166,7 +1177,7 @@ impl Inner {
         let target = || Target::Agent(recipient.clone());
 
         // One await per way of waiting, below: each await point keeps its own state in this
-        // future, which `send_to_cell` moves into a box for every send.
+        // future, which `Inner::send_message` moves into a box for every send.
         let wait = if self.running.load(Ordering::Acquire) {
             // Interventions are boxed where they run: inline, their state would make every send's
             // future hundreds of bytes larger.
@@ -2104,11 +2115,25 @@ fn fail_envelope(env: Envelope) {
     }
 }
 
+/// A send's boxed future inside a `warren.send` span when that span is enabled. A disabled span
+/// costs nothing to create; skipping the wrapper then saves a poll layer.
+fn traced<F: Future>(
+    recipient: &AgentId,
+    fut: Pin<Box<F>>,
+) -> Either<Pin<Box<F>>, Instrumented<Pin<Box<F>>>> {
+    let span = tracing::debug_span!("warren.send", recipient = %recipient);
+    if span.is_disabled() {
+        Either::Left(fut)
+    } else {
+        Either::Right(fut.instrument(span))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every send's future is moved into a box (`send_to_cell`), so its size is copied per
+    /// Every send's future is moved into a box (`Inner::send_message`), so its size is copied per
     /// message: each await point keeps its own state in it, and interventions (boxed where they
     /// run) and the ways of waiting (one await each) must not multiply it. 512 bytes in this
     /// (debug) build and in release; before, 648 here and 1,376 in release, where the awaited
@@ -2125,5 +2150,28 @@ mod tests {
             .send(Message::new(1u8), &id, cell, SendOptions::default());
         let size = std::mem::size_of_val(&fut);
         assert!(size <= 576, "a send's future is {size} bytes");
+    }
+
+    /// What a caller holds while a send waits to be polled (thousands of them in a `join_all` or
+    /// in `rpc_concurrent`): the arguments and, once started, a box. Each is written to fresh
+    /// memory that the kernel faults in, so the size is paid per send in page faults as well as
+    /// in copies. 168 and 176 bytes here and in release; before, 352 and 376 (the send's
+    /// span and box, and the typed send's second copy of the inner future, inline).
+    #[tokio::test]
+    async fn a_waiting_sends_future_holds_little_more_than_its_arguments() {
+        let rt = AgentRuntime::new();
+        let id = AgentId::new("t", "k").unwrap();
+        let untyped = rt.send_message(Message::new(1u8), id.clone(), SendOptions::default());
+        let typed = rt.send::<u8>(1u8, &id);
+        let arguments = std::mem::size_of::<(&AgentRuntime, Message, AgentId, SendOptions)>();
+        for (what, size) in [
+            ("send_message", std::mem::size_of_val(&untyped)),
+            ("send", std::mem::size_of_val(&typed)),
+        ] {
+            assert!(
+                size <= arguments + 72,
+                "{what}'s future is {size} bytes for {arguments} bytes of arguments"
+            );
+        }
     }
 }
