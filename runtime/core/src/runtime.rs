@@ -802,9 +802,9 @@ impl AgentRuntime {
     /// `send_message`). See the crate docs for the errors and how they differ from AutoGen.
     ///
     /// Nothing happens until the future is first polled (the recipient is looked up then). The
-    /// future is small (its arguments and a pointer: 168 bytes): the send's
-    /// state goes in a box of its own when it starts, so callers that keep thousands of sends
-    /// waiting in a `join_all` hold little memory per send.
+    /// future is small (its arguments and a pointer: 168 bytes): the send's state goes in a box
+    /// of its own when it starts, so callers that keep thousands of sends waiting in a `join_all`
+    /// hold little memory per send.
     pub fn send_message(
         &self,
         message: Message,
@@ -1124,11 +1124,11 @@ impl Inner {
         }
     }
 
-    /// A send as callers await it ([`AgentRuntime::send_message`], [`MessageContext::send_message`]):
-    /// looks the recipient up when first polled, then runs [`send`](Self::send) in a box. The
-    /// send's own state is hundreds of bytes; outside the box the future holds only its arguments
-    /// and the box, so a caller with thousands of sends waiting at once (a `join_all`) keeps, and
-    /// the kernel faults in, a fraction of the memory.
+    /// A send as callers await it ([`AgentRuntime::send_message`],
+    /// [`MessageContext::send_message`]): looks the recipient up when first polled, then runs
+    /// [`send`](Self::send) in a box. The send's own state is hundreds of bytes; outside the box
+    /// the future holds only its arguments and the box, so a caller with thousands of sends
+    /// waiting at once (a `join_all`) keeps, and the kernel faults in, a fraction of the memory.
     pub(crate) async fn send_message(
         self: &Arc<Self>,
         message: Message,
