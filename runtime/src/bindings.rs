@@ -653,6 +653,20 @@ impl warren::agent::host::Host for StoreState {
 mod tests {
     use super::*;
 
+    /// Warren builds wasmtime 48.0.8 with upstream's PR #14189 backported (runtime/vendor): a
+    /// component function keeps its core function reference instead of looking its export up and
+    /// rebuilding the reference on every call. The pointer it adds to `component::Func` is the
+    /// one sign of it from outside, so this fails if a build picks up the registry's wasmtime.
+    #[test]
+    fn the_wasmtime_built_caches_an_exports_function_reference() {
+        assert_eq!(
+            std::mem::size_of::<wasmtime::component::Func>(),
+            32,
+            "wasmtime::component::Func has no cached function reference: is the \
+             [patch.crates-io] entry for runtime/vendor/wasmtime gone? See runtime/vendor/README.md"
+        );
+    }
+
     #[test]
     fn the_encoding_buffer_is_reused_nested_safely_and_not_kept_large() {
         let cap = |n: usize| {
